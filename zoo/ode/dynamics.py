@@ -1,0 +1,166 @@
+"""The dynamics registry: small ``nn.Module`` vector fields ``f(t, y)`` built by name.
+
+A builder is registered with :data:`DYNAMICS` and called as ``builder(dim, hidden_dims,
+**options)``, where ``dim`` is the state's channels (images) or features (vectors). Configs name a
+builder through :class:`DynamicsSpec`, checked when the config is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.ode.registry import Registry
+
+DynamicsBuilder = Callable[..., nn.Module]
+DYNAMICS: Registry[DynamicsBuilder] = Registry("dynamics")
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "elu": nn.ELU,
+    "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name; unknown names fail with the valid ones."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+    return ACTIVATIONS[name]()
+
+
+def group_norm(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """GroupNorm with at most ``groups`` groups, as in the ODE-Net reference code."""
+    return nn.GroupNorm(min(groups, channels), channels)
+
+
+class ConcatConv2d(nn.Module):
+    """A convolution that sees time as one more input channel.
+
+    Args:
+        in_channels: Channels of the state.
+        out_channels: Channels produced.
+        kernel_size: Square kernel size; padding keeps the spatial size.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels + 1, out_channels, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        time = torch.ones_like(x[:, :1]) * t
+        return self.conv(torch.cat([time, x], dim=1))
+
+
+@DYNAMICS.register("odenet_conv")
+class ODENetConv(nn.Module):
+    """The ODE-Net function of Chen et al. 2018: GN-ReLU-ConcatConv-GN-ReLU-ConcatConv-GN.
+
+    Args:
+        dim: Channels of the state.
+        hidden_dims: One entry, the channels between the two convolutions; default ``[dim]``.
+        groups: Most groups of each GroupNorm.
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, groups: int = 32) -> None:
+        super().__init__()
+        (hidden,) = _hidden(hidden_dims, default=[dim], count=1, name="odenet_conv")
+        self.norm1 = group_norm(dim, groups)
+        self.conv1 = ConcatConv2d(dim, hidden)
+        self.norm2 = group_norm(hidden, groups)
+        self.conv2 = ConcatConv2d(hidden, dim)
+        self.norm3 = group_norm(dim, groups)
+        self.relu = nn.ReLU()
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(t, self.relu(self.norm1(x)))
+        out = self.conv2(t, self.relu(self.norm2(out)))
+        return self.norm3(out)
+
+
+@DYNAMICS.register("concat_mlp")
+class ConcatMLP(nn.Module):
+    """An MLP on ``[t, y]``: time enters as one more input feature (Dupont et al. 2019).
+
+    Args:
+        dim: Features of the state.
+        hidden_dims: Widths of the hidden layers; default ``[32, 32]``.
+        activation: Name of the nonlinearity after each hidden layer (see ``ACTIVATIONS``).
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        widths = [dim + 1, *_hidden(hidden_dims, default=[32, 32], name="concat_mlp")]
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(width_in, width_out), make_activation(activation)]
+        layers.append(nn.Linear(widths[-1], dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        time = torch.ones_like(y[..., :1]) * t
+        return self.net(torch.cat([time, y], dim=-1))
+
+
+def _hidden(hidden_dims: Sequence[int] | None, default: list[int], name: str,
+            count: int | None = None) -> list[int]:
+    widths = list(default if hidden_dims is None else hidden_dims)
+    if count is not None and len(widths) != count:
+        raise ValueError(f"{name} takes {count} hidden width(s), got hidden_dims={widths}")
+    if any(int(w) != w or w < 1 for w in widths):
+        raise ValueError(f"{name}: hidden_dims must be positive integers, got {widths}")
+    return [int(w) for w in widths]
+
+
+@dataclass(frozen=True)
+class DynamicsSpec:
+    """A registered dynamics by name, with its widths and options; checked when built.
+
+    Attributes:
+        name: A registered dynamics name (``zoo.ode.DYNAMICS.names()``).
+        hidden_dims: Widths of the hidden layers; None: the dynamics' default.
+        options: Further keyword arguments of that dynamics (``groups``, ``activation``...).
+    """
+
+    name: str = "odenet_conv"
+    hidden_dims: list[int] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        builder = DYNAMICS.get(self.name)
+        accepted = [p for p in inspect.signature(builder).parameters if p not in ("dim", "hidden_dims")]
+        unknown = sorted(set(self.options) - set(accepted))
+        if unknown:
+            raise ValueError(
+                f"dynamics {self.name!r} has no option(s) {unknown}; its options are {accepted}"
+            )
+
+    @classmethod
+    def coerce(cls, value: DynamicsSpec | dict[str, Any] | str | None) -> DynamicsSpec:
+        """Accepts a spec, a plain dict of its fields, a bare name, or None (the default)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(name=value)
+        return cls(**value)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-data form, for hyperparameters and model cards."""
+        return dataclasses.asdict(self)
+
+    def build(self, dim: int) -> nn.Module:
+        """Builds the dynamics for a state of ``dim`` channels or features."""
+        return DYNAMICS.get(self.name)(dim, self.hidden_dims, **self.options)
