@@ -1,0 +1,402 @@
+"""LightningDataModules for MNIST, Fashion-MNIST and CIFAR-10.
+
+The modules wrap torchvision's datasets and add what the zoo needs on top of them:
+
+* one place to look for data (``data_dir``, else ``$ZOO_DATA``, else
+  ``~/.cache/neural-ode-zoo/data``) and one clear :class:`DataNotFoundError` when the
+  files are not there;
+* Fashion-MNIST is found without configuration when the Debian package
+  ``dataset-fashion-mnist`` is installed (its gzipped files are unpacked into ``data_dir``);
+* downloads only when asked to, only when the files are missing, and never leaving a
+  half-written file behind;
+* a seeded train/validation split of the official train set, where the validation part
+  uses the evaluation transform (no augmentation).
+"""
+
+import copy
+import gzip
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+from torchvision import datasets, transforms
+
+#: Environment variable naming the data folder when ``data_dir`` is not given.
+DATA_DIR_ENV = "ZOO_DATA"
+#: Data folder used when neither ``data_dir`` nor ``$ZOO_DATA`` is set.
+DEFAULT_DATA_DIR = "~/.cache/neural-ode-zoo/data"
+#: Where the Debian package ``dataset-fashion-mnist`` installs the gzipped idx files.
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+_IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The dataset files are not where they are expected and could not be obtained."""
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
+    """Return the data folder to use.
+
+    Args:
+        data_dir: Folder given by the user; ``None`` means ``$ZOO_DATA`` if set, else
+            ``~/.cache/neural-ode-zoo/data``.
+
+    Returns:
+        The folder, with ``~`` expanded.
+    """
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    return Path(data_dir).expanduser()
+
+
+class _CIFAR10(datasets.CIFAR10):
+    """torchvision's CIFAR10, checking only that its files exist.
+
+    torchvision md5-checks every batch file each time a CIFAR10 object is built. That rereads
+    the whole dataset on every construction and rejects any other files in the real format,
+    which makes the loading code impossible to test on small files. Downloads do not go
+    through this class: they use torchvision's own CIFAR10, which verifies the archive's md5
+    and every extracted file's md5 right after downloading.
+    """
+
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        path = Path(self.root, self.base_folder, self.meta["filename"])
+        if not path.is_file():
+            raise RuntimeError(f"CIFAR-10 metadata file {path} not found")
+        with path.open("rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+def _with_transform(dataset: datasets.VisionDataset, transform: Callable) -> Dataset:
+    """Return a shallow copy of ``dataset`` (sharing its arrays) with another transform."""
+    view = copy.copy(dataset)
+    view.transform = transform
+    view.transforms = datasets.vision.StandardTransform(transform, view.target_transform)
+    return view
+
+
+def _atomic_gunzip(src: Path, dst: Path) -> None:
+    """Decompress ``src`` to ``dst`` through a temporary file in ``dst``'s folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
+            shutil.copyfileobj(inp, out, length=1 << 20)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ImageDataModule(LightningDataModule):
+    """Shared base of the image classification data modules.
+
+    Subclasses set the class attributes below and say where torchvision expects the files.
+    ``input_shape``, ``num_classes``, ``mean`` and ``std`` are readable on an instance right
+    after construction (LightningCLI links them into the model).
+    """
+
+    #: Shape (C, H, W) of one image as the model sees it.
+    input_shape: ClassVar[tuple[int, int, int]]
+    #: Number of classes.
+    num_classes: ClassVar[int] = 10
+    #: Per-channel mean of the train set (after scaling pixels to [0, 1]).
+    mean: ClassVar[tuple[float, ...]]
+    #: Per-channel standard deviation of the train set (after scaling pixels to [0, 1]).
+    std: ClassVar[tuple[float, ...]]
+    #: Human-readable name used in messages.
+    display_name: ClassVar[str]
+    #: torchvision class that loads the files (and downloads them).
+    _dataset_cls: ClassVar[type[datasets.VisionDataset]]
+    #: torchvision class used for downloading (verifies md5 of what it downloads).
+    _download_cls: ClassVar[type[datasets.VisionDataset]]
+    #: Folder, relative to ``data_dir``, holding the files.
+    _subdir: ClassVar[str]
+    #: Names of the files that must exist in that folder.
+    _files: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        seed: int = 0,
+        augment: bool = True,
+        num_workers: int = 2,
+        download: bool = True,
+    ) -> None:
+        """Configure the data module; nothing is read or downloaded here.
+
+        Args:
+            data_dir: Folder holding the datasets (torchvision's layout). Default: the
+                ZOO_DATA environment variable if set, else ~/.cache/neural-ode-zoo/data.
+            batch_size: Number of images per batch, for all splits.
+            val_size: Number of images of the official train set held out for validation
+                (chosen at random with ``seed``); 0 means no validation set.
+            seed: Seed of the train/validation split and of the training shuffle order.
+            augment: Whether to augment training images (random crops with padding, and
+                horizontal flips for CIFAR-10). Validation and test images never are.
+            num_workers: Number of data loading worker processes (0 loads in the main
+                process).
+            download: Whether to download the dataset when its files are missing.
+        """
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if val_size < 0:
+            raise ValueError(f"val_size must be >= 0, got {val_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.save_hyperparameters()
+        self.data_dir = resolve_data_dir(data_dir)
+        self.batch_size = batch_size
+        self.val_size = val_size
+        self.seed = seed
+        self.augment = augment
+        self.num_workers = num_workers
+        self.download = download
+        self.eval_transform = transforms.Compose(
+            [transforms.ToTensor(), transforms.Normalize(self.mean, self.std)]
+        )
+        self.train_transform = transforms.Compose(
+            [*self._augmentations(), *self.eval_transform.transforms]
+        )
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # ---------------------------------------------------------------- description
+
+    @property
+    def raw_dir(self) -> Path:
+        """Folder where the dataset files are expected."""
+        return self.data_dir / self._subdir
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        """Evaluation-time preprocessing, as a plain dict (for model cards)."""
+        return {
+            "resize": None,
+            "to_tensor": True,
+            "normalize": {"mean": list(self.mean), "std": list(self.std)},
+        }
+
+    def _augmentations(self) -> list[Callable]:
+        """Transforms applied to training images (PIL) before the evaluation transform."""
+        if not self.augment:
+            return []
+        return [transforms.RandomCrop(self.input_shape[1:], padding=4)]
+
+    # ---------------------------------------------------------------- finding data
+
+    def _missing_files(self) -> list[str]:
+        return [name for name in self._files if not (self.raw_dir / name).is_file()]
+
+    def _fill_from_local_sources(self) -> None:
+        """Copy the files into ``raw_dir`` from a known local source, if there is one."""
+
+    def _not_found(self, reason: str) -> DataNotFoundError:
+        """Build the error saying where the files were looked for and how to provide them."""
+        missing = self._missing_files()
+        which = "" if len(missing) == len(self._files) else f" (missing: {', '.join(missing)})"
+        return DataNotFoundError(
+            f"{self.display_name} not found: {reason}. Looked in {self.raw_dir} for the files "
+            f"{', '.join(self._files)}{which}. {self._how_to_provide()}"
+        )
+
+    def _how_to_provide(self) -> str:
+        return (
+            f"Put the files in {self.raw_dir}, or point --data.data_dir (or the {DATA_DIR_ENV} "
+            f"environment variable) at a folder with a {self._subdir}/ subfolder holding them, "
+            "or run once with --data.download true on a machine with network access."
+        )
+
+    def _download_into_place(self) -> None:
+        """Download with torchvision into a temporary folder, then move the files in place."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        tmp_root = Path(tempfile.mkdtemp(prefix=".download-", dir=self.data_dir))
+        try:
+            self._download_cls(root=str(tmp_root), train=True, download=True)
+            self.raw_dir.mkdir(parents=True, exist_ok=True)
+            for name in self._files:
+                os.replace(tmp_root / self._subdir / name, self.raw_dir / name)
+        finally:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+    def prepare_data(self) -> None:
+        """Make sure the dataset files exist under ``data_dir``, downloading if allowed.
+
+        Raises:
+            DataNotFoundError: The files are missing and could not be obtained.
+        """
+        if not self._missing_files():
+            return
+        try:
+            self._fill_from_local_sources()
+        except (OSError, EOFError) as err:
+            raise self._not_found(f"copying from a local source failed ({err})") from err
+        if not self._missing_files():
+            return
+        if not self.download:
+            raise self._not_found("the files are missing and downloading is off (download=False)")
+        try:
+            self._download_into_place()
+        except Exception as err:
+            detail = " ".join(str(err).split())  # torchvision's messages span several lines
+            raise self._not_found(f"download failed ({type(err).__name__}: {detail})") from err
+        if self._missing_files():
+            raise self._not_found("the download did not produce the expected files")
+
+    # ---------------------------------------------------------------- datasets
+
+    def _load(self, train: bool) -> datasets.VisionDataset:
+        if self._missing_files():
+            raise self._not_found("prepare_data() was not run or did not succeed")
+        return self._dataset_cls(root=str(self.data_dir), train=train, download=False)
+
+    def _split_indices(self, n: int) -> tuple[list[int], list[int]]:
+        """Return (train, val) indices of the official train set, seeded by ``seed``."""
+        if self.val_size >= n:
+            raise ValueError(f"val_size={self.val_size} leaves no training images (of {n})")
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        return perm[self.val_size :], perm[: self.val_size]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets needed for ``stage``; those already built are kept.
+
+        Args:
+            stage: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"``, or ``None`` for all.
+        """
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            full = self._load(train=True)
+            train_idx, val_idx = self._split_indices(len(full))
+            self.val_set = Subset(_with_transform(full, self.eval_transform), val_idx)
+            self.train_set = Subset(_with_transform(full, self.train_transform), train_idx)
+        if stage in (None, "test", "predict") and self.test_set is None:
+            self.test_set = _with_transform(self._load(train=False), self.eval_transform)
+
+    # ---------------------------------------------------------------- loaders
+
+    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() with the matching stage before asking for loaders")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled training batches, in an order fixed by ``seed``."""
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | Sequence[DataLoader]:
+        """Validation batches; an empty list when ``val_size`` is 0."""
+        if self.val_size == 0:
+            return []
+        return self._loader(self.val_set)
+
+    def test_dataloader(self) -> DataLoader:
+        """Batches of the official test set."""
+        return self._loader(self.test_set)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Batches of the official test set (images and labels)."""
+        return self._loader(self.test_set)
+
+
+class MNISTDataModule(ImageDataModule):
+    """MNIST handwritten digits: 60000 train / 10000 test grey 28x28 images.
+
+    Files (uncompressed idx) are expected in ``<data_dir>/MNIST/raw/``.
+    """
+
+    input_shape = (1, 28, 28)
+    num_classes = 10
+    mean = (0.1307,)
+    std = (0.3081,)
+    display_name = "MNIST"
+    _dataset_cls = datasets.MNIST
+    _download_cls = datasets.MNIST
+    _subdir = "MNIST/raw"
+    _files = _IDX_FILES
+
+
+class FashionMNISTDataModule(ImageDataModule):
+    """Fashion-MNIST clothing images: 60000 train / 10000 test grey 28x28 images.
+
+    Files (uncompressed idx) are expected in ``<data_dir>/FashionMNIST/raw/``. When they are
+    missing there but the Debian package ``dataset-fashion-mnist`` is installed, its gzipped
+    files are unpacked there by :meth:`prepare_data`, without any network access.
+    """
+
+    input_shape = (1, 28, 28)
+    num_classes = 10
+    mean = (0.2860,)
+    std = (0.3530,)
+    display_name = "Fashion-MNIST"
+    _dataset_cls = datasets.FashionMNIST
+    _download_cls = datasets.FashionMNIST
+    _subdir = "FashionMNIST/raw"
+    _files = _IDX_FILES
+
+    def _fill_from_local_sources(self) -> None:
+        source = Path(DEBIAN_FASHION_MNIST_DIR)
+        gz_files = [source / f"{name}.gz" for name in self._files]
+        if not all(path.is_file() for path in gz_files):
+            return
+        self.raw_dir.mkdir(parents=True, exist_ok=True)
+        for name, gz in zip(self._files, gz_files, strict=True):
+            if not (self.raw_dir / name).is_file():
+                _atomic_gunzip(gz, self.raw_dir / name)
+
+    def _how_to_provide(self) -> str:
+        return (
+            f"{super()._how_to_provide()} On Debian/Ubuntu, installing the package "
+            f"dataset-fashion-mnist (apt install dataset-fashion-mnist) provides them in "
+            f"{DEBIAN_FASHION_MNIST_DIR}, which is used automatically."
+        )
+
+
+class CIFAR10DataModule(ImageDataModule):
+    """CIFAR-10: 50000 train / 10000 test colour 32x32 images of 10 object classes.
+
+    Files (torchvision's python pickles: ``data_batch_1`` ... ``data_batch_5``,
+    ``test_batch``, ``batches.meta``) are expected in ``<data_dir>/cifar-10-batches-py/``.
+    """
+
+    input_shape = (3, 32, 32)
+    num_classes = 10
+    mean = (0.4914, 0.4822, 0.4465)
+    std = (0.2470, 0.2435, 0.2616)
+    display_name = "CIFAR-10"
+    _dataset_cls = _CIFAR10
+    _download_cls = datasets.CIFAR10
+    _subdir = "cifar-10-batches-py"
+    _files = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+
+    def _augmentations(self) -> list[Callable]:
+        if not self.augment:
+            return []
+        return [*super()._augmentations(), transforms.RandomHorizontalFlip()]
