@@ -1,0 +1,33 @@
+"""The ``zoo`` command (also ``python -m zoo``): the Lightning CLI over the zoo's models and data.
+
+``zoo fit|validate|test|predict --config configs/<name>.yaml`` are LightningCLI subcommands;
+the DataModule's ``input_shape`` and ``num_classes`` are linked into the model.
+"""
+
+from __future__ import annotations
+
+from lightning import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+import zoo.data
+import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with the data shapes linked into the model."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
+        for name in ("input_shape", "num_classes"):
+            parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Runs the command line ``args`` (default: the process's own arguments)."""
+    ZooCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )

@@ -1,0 +1,82 @@
+"""The classification step that ODE-Net, its residual baseline and ANODE share."""
+
+from __future__ import annotations
+
+import torch
+from lightning import LightningModule
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+from torchmetrics.classification import MulticlassAccuracy
+
+from zoo.ode import ODEBlock
+
+STAGES = ("train", "val", "test")
+
+
+class ImageClassifier(LightningModule):
+    """A thin LightningModule around ``self.net``, a plain ``nn.Module`` returning logits.
+
+    Logs ``{stage}_loss`` and ``{stage}_acc`` for train/val/test, and for networks with ODE
+    blocks ``{stage}_nfe_forward`` and ``train_nfe_backward``. Without an ``optimizer`` in the
+    config, trains with Adam at 1e-3.
+
+    Args:
+        num_classes: Number of classes (linked from the DataModule by the CLI).
+    """
+
+    net: nn.Module
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.accuracy = nn.ModuleDict(
+            {f"{stage}_acc": MulticlassAccuracy(num_classes, average="micro") for stage in STAGES}
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits of a batch of images."""
+        return self.net(x)
+
+    def ode_blocks(self) -> list[ODEBlock]:
+        """The network's ODE blocks, whose evaluation counts are logged."""
+        return [module for module in self.net.modules() if isinstance(module, ODEBlock)]
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels)
+        accuracy = self.accuracy[f"{stage}_acc"]
+        accuracy(logits, labels)
+        on_step = stage == "train"
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(f"{stage}_acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
+        blocks = self.ode_blocks()
+        if blocks:
+            nfe = float(sum(block.nfe_forward for block in blocks))
+            self.log(f"{stage}_nfe_forward", nfe, on_step=on_step, on_epoch=True, prog_bar=True,
+                     sync_dist=not on_step)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:  # noqa: D102
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:  # noqa: D102
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:  # noqa: D102
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities of a batch (of images, or of (images, labels) pairs)."""
+        images = batch[0] if isinstance(batch, list | tuple) else batch
+        return self(images).softmax(dim=-1)
+
+    def on_after_backward(self) -> None:
+        """Logs the backward pass's evaluations of every ODE block."""
+        blocks = self.ode_blocks()
+        if blocks:
+            nfe = float(sum(block.nfe_backward for block in blocks))
+            self.log("train_nfe_backward", nfe, on_step=True, on_epoch=True, prog_bar=True)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam at 1e-3; the configs replace it with their ``optimizer`` and ``lr_scheduler``."""
+        return torch.optim.Adam(self.parameters(), lr=1e-3)
