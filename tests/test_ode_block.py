@@ -141,7 +141,7 @@ def test_max_steps_reached():
 
 def test_nan_in_a_fixed_step_solve():
     block = ODEBlock(Blowup(), SolverSettings(method="euler", step_size=0.25), t1=10.0)
-    with pytest.raises(ODESolveError, match="NaN or infinite.*method=euler"):
+    with pytest.raises(ODESolveError, match=r"NaN or infinite.*method=euler"):
         block(torch.full((1,), 50.0))
 
 

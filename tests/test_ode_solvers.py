@@ -1,5 +1,6 @@
 """Every registered solver against dy/dt = y, y(0) = 2, whose solution is 2 e^t."""
 
+import itertools
 import math
 
 import pytest
@@ -54,7 +55,7 @@ def test_fixed_step_error_shrinks_with_the_order(method):
         abs(solve(method=method, step_size=h, options=FIXED_OPTIONS.get(method, {}))[0] - 2 * math.e)
         for h in steps
     ]
-    observed = [math.log2(a / b) for a, b in zip(errors[:-1], errors[1:])]
+    observed = [math.log2(a / b) for a, b in itertools.pairwise(errors)]
     assert observed[-1] == pytest.approx(order, abs=0.35), (errors, observed)
 
 
@@ -95,7 +96,8 @@ def test_leapfrog_is_second_order_on_a_harmonic_oscillator():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(UnknownNameError, match=r"dopri6.*Did you mean 'dopri(5|8)'.*Valid names: adaptive_heun"):
+    expected = r"dopri6.*Did you mean 'dopri(5|8)'.*Valid names: adaptive_heun"
+    with pytest.raises(UnknownNameError, match=expected):
         SolverSettings(method="dopri6")
 
 

@@ -16,7 +16,7 @@ import zoo.models  # noqa: F401  (registers the classes so configs may name them
 class ZooCLI(LightningCLI):
     """LightningCLI with the data shapes linked into the model."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: D102
+    def add_arguments_to_parser(self, parser) -> None:
         for name in ("input_shape", "num_classes"):
             parser.link_arguments(f"data.{name}", f"model.init_args.{name}", apply_on="instantiate")
 

@@ -56,13 +56,13 @@ class ImageClassifier(LightningModule):
                      sync_dist=not on_step)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:  # noqa: D102
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch, batch_idx: int) -> None:  # noqa: D102
+    def validation_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def test_step(self, batch, batch_idx: int) -> None:  # noqa: D102
+    def test_step(self, batch, batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:

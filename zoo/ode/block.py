@@ -137,12 +137,12 @@ class ODEBlock(nn.Module):
 
     def _solve(self, x: torch.Tensor, grid: torch.Tensor, end_state: bool = False) -> torch.Tensor:
         settings = self.solver
-        if torch.is_grad_enabled() and x.requires_grad | _has_grad_params(self.dynamics):
-            if not settings.info.differentiable:
-                raise ValueError(
-                    f"{settings.method!r} does not propagate gradients: use it for evaluation "
-                    "(under torch.no_grad()) or pick another solver.method"
-                )
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or _has_grad_params(self.dynamics))
+        if needs_grad and not settings.info.differentiable:
+            raise ValueError(
+                f"{settings.method!r} does not propagate gradients: use it for evaluation "
+                "(under torch.no_grad()) or pick another solver.method"
+            )
         self.nfe = count = EvaluationCount(solving=True)
         func = _CountedDynamics(self.dynamics, count, hook_backward=not settings.adjoint)
         grid = grid.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)

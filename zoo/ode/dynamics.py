@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,7 +104,7 @@ class ConcatMLP(nn.Module):
         super().__init__()
         widths = [dim + 1, *_hidden(hidden_dims, default=[32, 32], name="concat_mlp")]
         layers: list[nn.Module] = []
-        for width_in, width_out in zip(widths[:-1], widths[1:]):
+        for width_in, width_out in itertools.pairwise(widths):
             layers += [nn.Linear(width_in, width_out), make_activation(activation)]
         layers.append(nn.Linear(widths[-1], dim))
         self.net = nn.Sequential(*layers)
