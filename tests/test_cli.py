@@ -100,3 +100,19 @@ def test_console_script_and_module_are_the_same_program():
         help_text = subprocess.run([*command, "--help"], capture_output=True, text=True,
                                    check=True).stdout
         assert "{fit,validate,test,predict}" in help_text
+
+
+def test_missing_data_ends_with_one_clear_message(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    import zoo.data.images
+    from zoo.cli import main
+
+    monkeypatch.setattr(zoo.data.images, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "no-debian"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", "--config", str(ODENET), "--data.init_args.data_dir", str(tmp_path / "empty"),
+              "--data.init_args.download", "false", "--trainer.max_steps", "1"])
+    message = str(stop.value.code)
+    assert message.startswith("zoo: error: ")
+    assert str(tmp_path / "empty") in message and "train-images-idx3-ubyte" in message

@@ -9,8 +9,9 @@ from __future__ import annotations
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
-import zoo.data
 import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
+from zoo.data import DataNotFoundError
+from zoo.ode import ODESolveError
 
 
 class ZooCLI(LightningCLI):
@@ -22,7 +23,17 @@ class ZooCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> None:
-    """Runs the command line ``args`` (default: the process's own arguments)."""
+    """Runs the command line ``args`` (default: the process's own arguments).
+
+    Missing data and failed solves end the program with their message, not a traceback.
+    """
+    try:
+        _run(args)
+    except (DataNotFoundError, ODESolveError) as error:
+        raise SystemExit(f"zoo: error: {error}") from error
+
+
+def _run(args: list[str] | None) -> None:
     ZooCLI(
         LightningModule,
         LightningDataModule,
