@@ -55,12 +55,16 @@ def test_fit_checkpoints_test_and_resume(run_zoo, tmp_path):
     assert resumed["global_step"] == 8 and resumed["epoch"] == 1  # 4 steps more, not from 0
 
 
-def test_validate_and_predict(run_zoo, tmp_path):
+def test_validate_predict_and_test_with_another_solver(run_zoo, tmp_path):
     run_zoo("fit", "--config", ODENET, "--trainer.max_steps", "2", *SLICE)
     last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     validate = run_zoo("validate", "--config", ODENET, "--ckpt_path", last, *SLICE)
     assert "val_acc" in validate.stdout
     run_zoo("predict", "--config", ODENET, "--ckpt_path", last, *SLICE)
+    # The speed/accuracy trade-off at test time: rk4 with two steps is 8 evaluations.
+    test = run_zoo("test", "--config", ODENET, "--ckpt_path", last, "--model.init_args.solver.method",
+                   "rk4", "--model.init_args.solver.step_size", "0.5", *SLICE)
+    assert float(test.stdout.split("test_nfe_forward")[1].split()[0]) == 8.0
 
 
 def test_print_config_shows_every_solver_and_dynamics_setting(run_zoo):

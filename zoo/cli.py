@@ -15,7 +15,17 @@ from zoo.ode import ODESolveError
 
 
 class ZooCLI(LightningCLI):
-    """LightningCLI with the data shapes linked into the model."""
+    """LightningCLI with the data shapes linked into the model.
+
+    The config and the command line say what runs, also with ``--ckpt_path``: Lightning's
+    default of replacing the model's arguments with the checkpoint's hyperparameters would
+    silently drop ``--model.init_args.solver.*`` overrides, such as testing a trained model at
+    another tolerance. A checkpoint whose weights do not fit the configured model fails to load
+    with the mismatched keys named.
+    """
+
+    def _parse_ckpt_path(self) -> None:
+        """Keeps the configured model arguments (see the class docstring)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         for name in ("input_shape", "num_classes"):
