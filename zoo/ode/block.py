@@ -66,7 +66,7 @@ class _CountedDynamics(nn.Module):
 
 
 class ODEBlock(nn.Module):
-    """Integrates ``dy/dt = dynamics(t, y)`` from ``t0``: to ``t1``, or along a time grid.
+    """Integrates ``dy/dt = dynamics(t, y)`` from ``t0`` to ``t1``, or along a time grid.
 
     Args:
         dynamics: The vector field, an ``nn.Module`` called as ``dynamics(t, y)``.
