@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import RandomSampler, SequentialSampler
+from torchvision import datasets
 
 import zoo.data.images as images
 from zoo.data import (
@@ -159,6 +160,7 @@ def test_attributes_readable_after_init(tmp_path, cls, shape, mean, std):
 
 
 def test_data_dir_resolution(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZOO_HOME", raising=False)
     assert MNISTDataModule(data_dir=str(tmp_path / "x")).data_dir == tmp_path / "x"
     monkeypatch.setenv("ZOO_DATA", str(tmp_path / "env"))
     assert MNISTDataModule().data_dir == tmp_path / "env"
@@ -166,6 +168,24 @@ def test_data_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     expected = tmp_path / "home" / ".cache" / "neural-ode-zoo" / "data"
     assert CIFAR10DataModule().data_dir == expected
+
+
+def test_data_dir_from_zoo_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZOO_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "zoo"))
+    assert MNISTDataModule().data_dir == tmp_path / "zoo" / "data"
+    assert images.resolve_data_dir(None) == tmp_path / "zoo" / "data"
+    monkeypatch.setenv("ZOO_HOME", "~/zoo-home")
+    assert FashionMNISTDataModule().data_dir == tmp_path / "home" / "zoo-home" / "data"
+    # data_dir, then $ZOO_DATA, come first; an empty $ZOO_HOME counts as not set
+    assert MNISTDataModule(data_dir=str(tmp_path / "x")).data_dir == tmp_path / "x"
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path / "env"))
+    assert MNISTDataModule().data_dir == tmp_path / "env"
+    monkeypatch.delenv("ZOO_DATA")
+    monkeypatch.setenv("ZOO_HOME", "")
+    expected = tmp_path / "home" / ".cache" / "neural-ode-zoo" / "data"
+    assert MNISTDataModule().data_dir == expected
 
 
 def test_transforms(tmp_path):
@@ -192,6 +212,50 @@ def test_invalid_arguments(tmp_path):
         MNISTDataModule(data_dir=str(tmp_path), val_size=-1)
     with pytest.raises(ValueError, match="batch_size"):
         MNISTDataModule(data_dir=str(tmp_path), batch_size=0)
+
+
+# ---------------------------------------------------------------- selecting classes
+
+
+def test_class_names():
+    assert MNISTDataModule.class_names == tuple("0123456789")
+    assert FashionMNISTDataModule.class_names == tuple(datasets.FashionMNIST.classes)
+    assert CIFAR10DataModule.class_names[:3] == ("airplane", "automobile", "bird")
+    assert CIFAR10DataModule.class_names[-1] == "truck"
+    for cls in (MNISTDataModule, FashionMNISTDataModule, CIFAR10DataModule):
+        assert cls.dataset_num_classes == len(cls.class_names) == 10
+
+
+def test_classes_set_num_classes_at_construction(tmp_path):
+    dm = FashionMNISTDataModule(data_dir=str(tmp_path), classes=[9, 5, 7])
+    assert dm.num_classes == 3
+    assert dm.classes == (9, 5, 7)
+    assert dm.selected_class_names == ("Ankle boot", "Sandal", "Sneaker")
+    assert dm.hparams["classes"] == [9, 5, 7]
+    assert FashionMNISTDataModule.dataset_num_classes == 10
+    everything = CIFAR10DataModule(data_dir=str(tmp_path))
+    assert everything.classes is None
+    assert everything.num_classes == 10
+    assert everything.selected_class_names == CIFAR10DataModule.class_names
+    assert MNISTDataModule(data_dir=str(tmp_path), classes=[3]).num_classes == 1
+
+
+@pytest.mark.parametrize(
+    ("classes", "match"),
+    [
+        ([], "must not be empty"),
+        ([9, 5, 9], r"classes \[9\] are given more than once"),
+        ([0, 10], r"classes \[10\] are out of range"),
+        ([-1, 2], r"classes \[-1\] are out of range"),
+        ([1.5], "must be integers"),
+    ],
+)
+def test_invalid_classes(tmp_path, classes, match):
+    with pytest.raises(ValueError, match=match) as info:
+        FashionMNISTDataModule(data_dir=str(tmp_path), classes=classes)
+    message = str(info.value)
+    assert "[0, 10)" in message  # says what is valid
+    assert "9='Ankle boot'" in message
 
 
 # ---------------------------------------------------------------- MNIST on tiny real-format files
@@ -222,6 +286,45 @@ def test_mnist_loads_tiny_idx_files(tmp_path, mnist_arrays, no_network):
     assert ys.tolist() == mnist_arrays["t10k-labels-idx1-ubyte"][:4].tolist()
     test_x = mnist_arrays["t10k-images-idx3-ubyte"]
     assert round(unnormalize(xs[2], dm)[0, 5, 7].item() * 255) == test_x[2, 5, 7]
+
+
+def test_mnist_classes_filter_and_relabel_tiny_files(tmp_path, mnist_arrays):
+    classes = [1, 6, 0]
+    dm = MNISTDataModule(
+        data_dir=str(tmp_path), val_size=3, batch_size=4, num_workers=0, classes=classes
+    )
+    dm.setup()
+    train_x, train_y = (
+        mnist_arrays["train-images-idx3-ubyte"],
+        mnist_arrays["train-labels-idx1-ubyte"],
+    )
+    test_y = mnist_arrays["t10k-labels-idx1-ubyte"]
+    kept_train = [i for i, y in enumerate(train_y) if y in classes]
+    kept_test = [i for i, y in enumerate(test_y) if y in classes]
+    assert len(kept_train) == 12 and len(kept_test) == 2  # the tiny files have these
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (9, 3, 2)
+    assert sorted(dm.train_set.indices + dm.val_set.indices) == kept_train
+    assert dm.test_set.indices == kept_test
+    for subset, x_arr, y_arr in (
+        (dm.val_set, train_x, train_y),
+        (dm.test_set, mnist_arrays["t10k-images-idx3-ubyte"], test_y),
+    ):
+        for k, i in enumerate(subset.indices):
+            x, y = subset[k]
+            assert y == classes.index(y_arr[i])
+            expected = torch.from_numpy(x_arr[i]).float().div(255).unsqueeze(0)
+            torch.testing.assert_close(unnormalize(x, dm), expected, atol=1e-5, rtol=0)
+    labels = torch.cat([ys for _, ys in dm.train_dataloader()])
+    assert sorted(labels.tolist()) == sorted(classes.index(train_y[i]) for i in dm.train_set.indices)
+
+
+def test_val_size_too_large_for_selected_classes(tmp_path, mnist_arrays):
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_size=12, num_workers=0, classes=[1, 6, 0])
+    with pytest.raises(ValueError, match=r"val_size=12 leaves no training images .*classes \[1, 6, 0\]"):
+        dm.setup("fit")
+    dm = MNISTDataModule(data_dir=str(tmp_path), val_size=11, num_workers=0, classes=[1, 6, 0])
+    dm.setup("fit")
+    assert (len(dm.train_set), len(dm.val_set)) == (1, 11)
 
 
 def test_mnist_download_false_with_files_present(tmp_path, mnist_arrays):
@@ -348,6 +451,27 @@ def test_cifar10_loads_tiny_pickles(tmp_path):
         torch.testing.assert_close(unnormalize(x, dm), expected, atol=1e-5, rtol=0)
     x, _ = dm.train_set[0]
     assert x.shape == (3, 32, 32)
+
+
+def test_cifar10_classes_tiny_pickles(tmp_path):
+    arrays = write_cifar(tmp_path / "cifar-10-batches-py")
+    classes = [7, 5, 1]
+    dm = CIFAR10DataModule(
+        data_dir=str(tmp_path), val_size=3, batch_size=50, num_workers=0, classes=classes
+    )
+    assert dm.selected_class_names == ("horse", "dog", "automobile")
+    dm.setup()
+    kept_train = [i for i, y in enumerate(arrays["train_y"]) if y in classes]
+    assert len(kept_train) == 11  # the tiny files have these
+    assert sorted(dm.train_set.indices + dm.val_set.indices) == kept_train
+    assert (len(dm.train_set), len(dm.val_set)) == (8, 3)
+    for k, i in enumerate(dm.val_set.indices):
+        assert dm.val_set[k][1] == classes.index(arrays["train_y"][i])
+    xs, ys = next(iter(dm.test_dataloader()))
+    assert arrays["test_y"][:3].tolist() == [1, 7, 7]
+    assert ys.tolist() == [2, 0, 0]  # the other test images are of classes not kept
+    expected = torch.from_numpy(arrays["test_x"][:3]).float().div(255)
+    torch.testing.assert_close(unnormalize(xs, dm), expected, atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------- missing data
@@ -515,3 +639,38 @@ def test_fashion_mnist_only_train_images_are_augmented(debian_fmnist_dir):
     plain = fmnist(debian_fmnist_dir, augment=False)
     plain.setup("fit")
     assert all(torch.equal(plain.train_set[k][0], plain.train_set[k][0]) for k in range(5))
+
+
+
+@needs_debian
+def test_fashion_mnist_footwear_classes(debian_fmnist_dir):
+    dm = fmnist(debian_fmnist_dir, classes=[9, 5, 7], val_size=3000)
+    assert dm.num_classes == 3
+    dm.setup("fit")
+    dm.setup("test")
+    # Fashion-MNIST has 6000 train and 1000 test images of each class
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (15000, 3000, 3000)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        for _, (xs, ys) in zip(range(3), loader, strict=False):
+            assert xs.shape[1:] == (1, 28, 28)
+            assert set(ys.tolist()) <= {0, 1, 2}
+
+    # the official sets, read straight from the files, without the data module
+    train = datasets.FashionMNIST(str(debian_fmnist_dir), train=True, download=False)
+    test = datasets.FashionMNIST(str(debian_fmnist_dir), train=False, download=False)
+    footwear = torch.isin(train.targets, torch.tensor([5, 7, 9])).nonzero().flatten()
+    assert sorted(dm.train_set.indices + dm.val_set.indices) == footwear.tolist()
+    i = dm.val_set.indices[0]
+    assert dm.val_set[0][1] == {9: 0, 5: 1, 7: 2}[int(train.targets[i])]
+
+    # every test image and label, in order: the originals of classes 9, 5, 7 relabelled 0, 1, 2
+    xs, ys = (torch.cat(parts) for parts in zip(*dm.test_dataloader(), strict=True))
+    mask = torch.isin(test.targets, torch.tensor([9, 5, 7]))
+    expected_labels = test.targets[mask].clone().apply_(lambda y: {9: 0, 5: 1, 7: 2}[y])
+    assert torch.equal(ys, expected_labels)
+    assert torch.bincount(ys).tolist() == [1000, 1000, 1000]
+    pixels = (unnormalize(xs, dm)[:, 0] * 255).round().to(torch.uint8)
+    assert torch.equal(pixels, test.data[mask])
+    # the first image labelled 0 is the first ankle boot (class 9) of the official test set
+    first_boot = int((test.targets == 9).nonzero()[0])
+    assert torch.equal(pixels[int((ys == 0).nonzero()[0])], test.data[first_boot])

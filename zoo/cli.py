@@ -2,16 +2,41 @@
 
 ``zoo fit|validate|test|predict --config configs/<name>.yaml`` are LightningCLI subcommands;
 the DataModule's ``input_shape`` and ``num_classes`` are linked into the model.
+``zoo list``, ``zoo info NAME`` and ``zoo export CKPT --name NAME`` work on the pretrained
+registry (see :mod:`zoo.cli_hub`).
 """
 
 from __future__ import annotations
+
+import sys
 
 from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
+from zoo import cli_hub
 from zoo.data import DataNotFoundError
+from zoo.hub import (
+    CardError,
+    WeightsMismatchError,
+    WeightsNotTrainedError,
+    WeightsSourceError,
+    WeightsVerificationError,
+)
 from zoo.ode import ODESolveError
+from zoo.ode.registry import UnknownNameError
+
+#: Errors that end the program with their message alone: bad input, not bugs.
+USER_ERRORS = (
+    DataNotFoundError,
+    ODESolveError,
+    CardError,
+    UnknownNameError,
+    WeightsMismatchError,
+    WeightsNotTrainedError,
+    WeightsSourceError,
+    WeightsVerificationError,
+)
 
 
 class ZooCLI(LightningCLI):
@@ -35,12 +60,31 @@ class ZooCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Runs the command line ``args`` (default: the process's own arguments).
 
-    Missing data and failed solves end the program with their message, not a traceback.
+    Missing data, failed solves and bad weights end the program with their message, not a
+    traceback.
     """
+    command = sys.argv[1:] if args is None else list(args)
     try:
-        _run(args)
-    except (DataNotFoundError, ODESolveError) as error:
-        raise SystemExit(f"zoo: error: {error}") from error
+        if command and command[0] in cli_hub.COMMANDS:
+            cli_hub.run(command)
+        else:
+            _run(args)
+    except Exception as error:
+        cause = _user_error(error)
+        if cause is None:
+            raise
+        raise SystemExit(f"zoo: error: {cause}") from error
+
+
+def _user_error(error: BaseException) -> BaseException | None:
+    """The bad-input error behind ``error``, also when jsonargparse wrapped it while instantiating."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, USER_ERRORS):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _run(args: list[str] | None) -> None:

@@ -2,19 +2,22 @@
 
 The modules wrap torchvision's datasets and add what the zoo needs on top of them:
 
-* one place to look for data (``data_dir``, else ``$ZOO_DATA``, else
-  ``~/.cache/neural-ode-zoo/data``) and one clear :class:`DataNotFoundError` when the
+* one place to look for data (``data_dir``, else ``$ZOO_DATA``, else ``$ZOO_HOME/data``,
+  else ``~/.cache/neural-ode-zoo/data``) and one clear :class:`DataNotFoundError` when the
   files are not there;
 * Fashion-MNIST is found without configuration when the Debian package
   ``dataset-fashion-mnist`` is installed (its gzipped files are unpacked into ``data_dir``);
 * downloads only when asked to, only when the files are missing, and never leaving a
   half-written file behind;
 * a seeded train/validation split of the official train set, where the validation part
-  uses the evaluation transform (no augmentation).
+  uses the evaluation transform (no augmentation);
+* optionally, only some of the classes (``classes``), relabelled 0..k-1 in the order given,
+  in every split (for instance to fine-tune a 10-class model on a few classes).
 """
 
 import copy
 import gzip
+import numbers
 import os
 import pickle
 import shutil
@@ -30,7 +33,10 @@ from torchvision import datasets, transforms
 
 #: Environment variable naming the data folder when ``data_dir`` is not given.
 DATA_DIR_ENV = "ZOO_DATA"
-#: Data folder used when neither ``data_dir`` nor ``$ZOO_DATA`` is set.
+#: Environment variable naming the zoo's home folder; its ``data/`` subfolder is the data
+#: folder when neither ``data_dir`` nor ``$ZOO_DATA`` is set.
+HOME_ENV = "ZOO_HOME"
+#: Data folder used when none of ``data_dir``, ``$ZOO_DATA`` and ``$ZOO_HOME`` is set.
 DEFAULT_DATA_DIR = "~/.cache/neural-ode-zoo/data"
 #: Where the Debian package ``dataset-fashion-mnist`` installs the gzipped idx files.
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -52,13 +58,19 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
 
     Args:
         data_dir: Folder given by the user; ``None`` means ``$ZOO_DATA`` if set, else
-            ``~/.cache/neural-ode-zoo/data``.
+            ``$ZOO_HOME/data`` if ``$ZOO_HOME`` is set, else ``~/.cache/neural-ode-zoo/data``
+            (an empty variable counts as not set).
 
     Returns:
         The folder, with ``~`` expanded.
     """
     if data_dir is None:
-        data_dir = os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+        if os.environ.get(DATA_DIR_ENV):
+            data_dir = os.environ[DATA_DIR_ENV]
+        elif os.environ.get(HOME_ENV):
+            data_dir = Path(os.environ[HOME_ENV]) / "data"
+        else:
+            data_dir = DEFAULT_DATA_DIR
     return Path(data_dir).expanduser()
 
 
@@ -85,12 +97,49 @@ class _CIFAR10(datasets.CIFAR10):
         self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
-def _with_transform(dataset: datasets.VisionDataset, transform: Callable) -> Dataset:
-    """Return a shallow copy of ``dataset`` (sharing its arrays) with another transform."""
+class _LabelMap:
+    """Target transform mapping the dataset's labels ``classes[i]`` to ``i``."""
+
+    def __init__(self, classes: Sequence[int]) -> None:
+        self.new_label = {label: i for i, label in enumerate(classes)}
+
+    def __call__(self, label: int) -> int:
+        return self.new_label[int(label)]
+
+
+def _with_transform(
+    dataset: datasets.VisionDataset,
+    transform: Callable,
+    target_transform: Callable | None = None,
+) -> Dataset:
+    """Return a shallow copy of ``dataset`` (sharing its arrays) with other transforms."""
     view = copy.copy(dataset)
     view.transform = transform
-    view.transforms = datasets.vision.StandardTransform(transform, view.target_transform)
+    view.target_transform = target_transform
+    view.transforms = datasets.vision.StandardTransform(transform, target_transform)
     return view
+
+
+def _check_classes(classes: Sequence[int], names: Sequence[str]) -> tuple[int, ...]:
+    """Return ``classes`` as a tuple of ints, or raise ValueError saying what is wrong."""
+    n = len(names)
+    valid = f"valid are distinct class indices in [0, {n}): " + ", ".join(
+        f"{i}={name!r}" for i, name in enumerate(names)
+    )
+    if isinstance(classes, str | bytes) or not isinstance(classes, Sequence):
+        raise ValueError(f"classes must be a list of class indices or None, got {classes!r}; {valid}")
+    if len(classes) == 0:
+        raise ValueError(f"classes must not be empty (None means all classes); {valid}")
+    bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, numbers.Integral)]
+    if bad:
+        raise ValueError(f"classes must be integers, got {bad}; {valid}")
+    out_of_range = [int(c) for c in classes if not 0 <= c < n]
+    if out_of_range:
+        raise ValueError(f"classes {out_of_range} are out of range; {valid}")
+    repeated = sorted({int(c) for c in classes if classes.count(c) > 1})
+    if repeated:
+        raise ValueError(f"classes {repeated} are given more than once; {valid}")
+    return tuple(int(c) for c in classes)
 
 
 def _atomic_gunzip(src: Path, dst: Path) -> None:
@@ -115,8 +164,15 @@ class ImageDataModule(LightningDataModule):
 
     #: Shape (C, H, W) of one image as the model sees it.
     input_shape: ClassVar[tuple[int, int, int]]
-    #: Number of classes.
-    num_classes: ClassVar[int] = 10
+    #: Number of classes of the dataset (all of them, whatever ``classes`` selects).
+    dataset_num_classes: ClassVar[int]
+    #: Names of the dataset's classes, by label.
+    class_names: ClassVar[tuple[str, ...]]
+    #: Number of classes the model sees: ``len(classes)`` if ``classes`` was given, else
+    #: ``dataset_num_classes``. Set on the instance by ``__init__``.
+    num_classes: int
+    #: The kept classes (labels of the dataset) in their new label order, or ``None`` for all.
+    classes: tuple[int, ...] | None
     #: Per-channel mean of the train set (after scaling pixels to [0, 1]).
     mean: ClassVar[tuple[float, ...]]
     #: Per-channel standard deviation of the train set (after scaling pixels to [0, 1]).
@@ -141,21 +197,32 @@ class ImageDataModule(LightningDataModule):
         augment: bool = True,
         num_workers: int = 2,
         download: bool = True,
+        classes: list[int] | None = None,
     ) -> None:
         """Configure the data module; nothing is read or downloaded here.
 
         Args:
             data_dir: Folder holding the datasets (torchvision's layout). Default: the
-                ZOO_DATA environment variable if set, else ~/.cache/neural-ode-zoo/data.
+                ZOO_DATA environment variable if set, else $ZOO_HOME/data if the ZOO_HOME
+                environment variable is set, else ~/.cache/neural-ode-zoo/data.
             batch_size: Number of images per batch, for all splits.
             val_size: Number of images of the official train set held out for validation
-                (chosen at random with ``seed``); 0 means no validation set.
+                (chosen at random with ``seed`` among the images of the kept ``classes``);
+                0 means no validation set.
             seed: Seed of the train/validation split and of the training shuffle order.
             augment: Whether to augment training images (random crops with padding, and
                 horizontal flips for CIFAR-10). Validation and test images never are.
             num_workers: Number of data loading worker processes (0 loads in the main
                 process).
             download: Whether to download the dataset when its files are missing.
+            classes: Labels of the dataset's classes to keep, in the train, validation and
+                test sets; they become labels 0..k-1 in the order given (``[9, 5, 7]``: 9 is
+                0, 5 is 1, 7 is 2) and ``num_classes`` is ``k``. ``None`` keeps all classes
+                with their own labels.
+
+        Raises:
+            ValueError: An argument is out of its range; for ``classes``: empty, repeated
+                or out-of-range labels.
         """
         super().__init__()
         if batch_size < 1:
@@ -164,6 +231,8 @@ class ImageDataModule(LightningDataModule):
             raise ValueError(f"val_size must be >= 0, got {val_size}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.classes = None if classes is None else _check_classes(classes, self.class_names)
+        self.num_classes = self.dataset_num_classes if self.classes is None else len(self.classes)
         self.save_hyperparameters()
         self.data_dir = resolve_data_dir(data_dir)
         self.batch_size = batch_size
@@ -188,6 +257,13 @@ class ImageDataModule(LightningDataModule):
     def raw_dir(self) -> Path:
         """Folder where the dataset files are expected."""
         return self.data_dir / self._subdir
+
+    @property
+    def selected_class_names(self) -> tuple[str, ...]:
+        """Names of the classes the model sees, by their (new) label."""
+        if self.classes is None:
+            return self.class_names
+        return tuple(self.class_names[c] for c in self.classes)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -271,26 +347,53 @@ class ImageDataModule(LightningDataModule):
             raise self._not_found("prepare_data() was not run or did not succeed")
         return self._dataset_cls(root=str(self.data_dir), train=train, download=False)
 
+    def _kept_indices(self, dataset: datasets.VisionDataset) -> list[int]:
+        """Indices, in order, of the images of ``dataset`` whose label is in ``classes``."""
+        if self.classes is None:
+            return list(range(len(dataset)))
+        targets = torch.as_tensor(dataset.targets)
+        return torch.isin(targets, torch.tensor(self.classes)).nonzero().flatten().tolist()
+
+    def _view(self, dataset: datasets.VisionDataset, transform: Callable) -> Dataset:
+        """``dataset`` with ``transform``, and labels mapped to 0..k-1 when ``classes`` is set."""
+        target_transform = None if self.classes is None else _LabelMap(self.classes)
+        return _with_transform(dataset, transform, target_transform)
+
     def _split_indices(self, n: int) -> tuple[list[int], list[int]]:
-        """Return (train, val) indices of the official train set, seeded by ``seed``."""
+        """Return (train, val) positions among ``n`` train images, seeded by ``seed``."""
         if self.val_size >= n:
-            raise ValueError(f"val_size={self.val_size} leaves no training images (of {n})")
+            of = f"of the {n} train images"
+            if self.classes is not None:
+                of += f" of classes {list(self.classes)}"
+            raise ValueError(
+                f"val_size={self.val_size} leaves no training images ({of}); "
+                f"val_size must be less than {n}"
+            )
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
         return perm[self.val_size :], perm[: self.val_size]
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets needed for ``stage``; those already built are kept.
 
+        The train and validation sets are :class:`~torch.utils.data.Subset` objects of the
+        official train set; the test set is the official test set, also a ``Subset`` of it
+        when ``classes`` is set. Their ``indices`` are indices into the official sets.
+
         Args:
             stage: ``"fit"``, ``"validate"``, ``"test"``, ``"predict"``, or ``None`` for all.
         """
         if stage in (None, "fit", "validate") and self.train_set is None:
             full = self._load(train=True)
-            train_idx, val_idx = self._split_indices(len(full))
-            self.val_set = Subset(_with_transform(full, self.eval_transform), val_idx)
-            self.train_set = Subset(_with_transform(full, self.train_transform), train_idx)
+            kept = self._kept_indices(full)
+            train_pos, val_pos = self._split_indices(len(kept))
+            val_idx = [kept[i] for i in val_pos]
+            train_idx = [kept[i] for i in train_pos]
+            self.val_set = Subset(self._view(full, self.eval_transform), val_idx)
+            self.train_set = Subset(self._view(full, self.train_transform), train_idx)
         if stage in (None, "test", "predict") and self.test_set is None:
-            self.test_set = _with_transform(self._load(train=False), self.eval_transform)
+            full = self._load(train=False)
+            view = self._view(full, self.eval_transform)
+            self.test_set = view if self.classes is None else Subset(view, self._kept_indices(full))
 
     # ---------------------------------------------------------------- loaders
 
@@ -333,7 +436,8 @@ class MNISTDataModule(ImageDataModule):
     """
 
     input_shape = (1, 28, 28)
-    num_classes = 10
+    dataset_num_classes = 10
+    class_names = tuple(str(digit) for digit in range(10))
     mean = (0.1307,)
     std = (0.3081,)
     display_name = "MNIST"
@@ -352,7 +456,19 @@ class FashionMNISTDataModule(ImageDataModule):
     """
 
     input_shape = (1, 28, 28)
-    num_classes = 10
+    dataset_num_classes = 10
+    class_names = (
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    )
     mean = (0.2860,)
     std = (0.3530,)
     display_name = "Fashion-MNIST"
@@ -387,7 +503,19 @@ class CIFAR10DataModule(ImageDataModule):
     """
 
     input_shape = (3, 32, 32)
-    num_classes = 10
+    dataset_num_classes = 10
+    class_names = (
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    )
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2470, 0.2435, 0.2616)
     display_name = "CIFAR-10"

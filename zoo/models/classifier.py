@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.hub.weights import load_state, read_state_dict, resolve
 from zoo.ode import ODEBlock
 
 STAGES = ("train", "val", "test")
@@ -35,6 +36,24 @@ class ImageClassifier(LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits of a batch of images."""
         return self.net(x)
+
+    def load_weights(self, source: str | None) -> None:
+        """Loads pretrained weights for fine-tuning; subclasses call it last in ``__init__``.
+
+        Args:
+            source: A zoo name, a safetensors path or a URL; ``None`` does nothing. A head for
+                another number of classes is re-initialized with a warning; any other mismatch
+                fails with the keys named.
+        """
+        if source is None:
+            return
+        path, _ = resolve(source)
+        load_state(self, read_state_dict(path), repr(source), new_head=self.head_parameter_names())
+
+    def head_parameter_names(self) -> list[str]:
+        """State-dict keys of the last linear layer: the head that depends on ``num_classes``."""
+        linear = [name for name, module in self.named_modules() if isinstance(module, nn.Linear)]
+        return [f"{linear[-1]}.weight", f"{linear[-1]}.bias"] if linear else []
 
     def ode_blocks(self) -> list[ODEBlock]:
         """The network's ODE blocks, whose evaluation counts are logged."""

@@ -9,14 +9,17 @@ from typing import Any
 from lightning import LightningModule
 
 
-def save_plain_hyperparameters(module: LightningModule) -> None:
+def save_plain_hyperparameters(module: LightningModule, ignore: tuple[str, ...] = ("weights",)) -> None:
     """``save_hyperparameters`` for the caller's ``__init__``, with settings objects as dicts.
+
+    ``weights`` (where pretrained weights came from) is not saved: a checkpoint or exported
+    card holds the weights themselves, and reloading it must not fetch the old ones again.
 
     Checkpoints and model cards then hold lists and dicts only, and the model is rebuilt from
     them (the constructors coerce dicts back into settings objects). Under the Lightning CLI the
     hyperparameters keep its ``_class_path``, so ``--ckpt_path`` finds the model class.
     """
-    module.save_hyperparameters(frame=inspect.currentframe().f_back)
+    module.save_hyperparameters(ignore=list(ignore), frame=inspect.currentframe().f_back)
     for name, value in list(module.hparams.items()):
         module.hparams[name] = _plain(value)
 

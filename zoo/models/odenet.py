@@ -86,6 +86,7 @@ class ODENet(ImageClassifier):
         dynamics: The ODE function; default the ODE-Net conv function at ``width`` channels.
         solver: Method, tolerances and adjoint of the ODE block.
         integration_time: End time of the ODE block, which starts at 0.
+        weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
     """
 
     def __init__(
@@ -96,12 +97,14 @@ class ODENet(ImageClassifier):
         dynamics: DynamicsSpec | None = None,
         solver: SolverSettings | None = None,
         integration_time: float = 1.0,
+        weights: str | None = None,
     ) -> None:
         super().__init__(num_classes)
         dynamics, solver = DynamicsSpec.coerce(dynamics), SolverSettings.coerce(solver)
         save_plain_hyperparameters(self)
         block = ODEBlock(dynamics.build(width), solver, t0=0.0, t1=integration_time)
         self.net = stem_body_head(input_shape[0], width, block, num_classes)
+        self.load_weights(weights)
 
 
 class ResNet(ImageClassifier):
@@ -112,6 +115,7 @@ class ResNet(ImageClassifier):
         num_classes: Number of classes (linked from the DataModule).
         width: Channels of the stem, the blocks and the head.
         num_blocks: Residual blocks in place of the ODE block (six in Chen et al.'s baseline).
+        weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
     """
 
     def __init__(
@@ -120,8 +124,10 @@ class ResNet(ImageClassifier):
         num_classes: int = 10,
         width: int = 64,
         num_blocks: int = 6,
+        weights: str | None = None,
     ) -> None:
         super().__init__(num_classes)
         save_plain_hyperparameters(self)
         body = nn.Sequential(*(ResBlock(width) for _ in range(num_blocks)))
         self.net = stem_body_head(input_shape[0], width, body, num_classes)
+        self.load_weights(weights)

@@ -13,6 +13,13 @@ class UnknownNameError(ValueError):
     """A name that no registry entry carries."""
 
 
+def unknown_name_message(kind: str, name: object, valid: list[str]) -> str:
+    """The error text for an unknown ``name`` of a ``kind``: closest matches, then all of ``valid``."""
+    close = difflib.get_close_matches(str(name), valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return f"unknown {kind} {name!r}.{hint} Valid names: {', '.join(valid)}."
+
+
 class Registry(Generic[T]):
     """Maps names to objects (solvers, dynamics builders, zoo entries).
 
@@ -48,9 +55,7 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         """The error text for an unknown ``name``: closest matches first, then every valid name."""
-        close = difflib.get_close_matches(str(name), self._entries, n=3, cutoff=0.5)
-        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        return f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(self.names())}."
+        return unknown_name_message(self.kind, name, self.names())
 
     def names(self) -> list[str]:
         """Every registered name, sorted."""

@@ -1,0 +1,172 @@
+"""Model cards: what a zoo entry is, how it was trained and what it measured.
+
+A card is a JSON file (``<name>.json``) beside its weights file. An entry whose weights were
+never trained has a card built from its recipe (``configs/<name>.yaml``) with no weights and no
+metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CARD_VERSION = 1
+_NAME = re.compile(r"^[a-z0-9]+(?:[a-z0-9_.]*[a-z0-9])?-[a-z0-9][a-z0-9_.-]*$")
+
+
+class CardError(ValueError):
+    """A model card or recipe that cannot be read, or that lacks a field."""
+
+
+@dataclass
+class ModelCard:
+    """One zoo entry.
+
+    Attributes:
+        name: ``<family>-<dataset>``, e.g. ``odenet-fmnist``.
+        model: Import path of the LightningModule class, e.g. ``zoo.models.ODENet``.
+        init_args: The class's constructor arguments (without ``weights``).
+        datamodule: Import path of the LightningDataModule the entry was trained and tested on.
+        dataset: The data set's name, e.g. ``Fashion-MNIST``.
+        preprocessing: Evaluation-time input preprocessing (normalization, size).
+        num_params: Number of parameters of the model.
+        recipe: The config that trains the entry, relative to the repository root.
+        recipe_command: The command that trained the weights.
+        weights: The weights file (relative to the card's folder) or URL; ``None`` if untrained.
+        sha256: Hex sha256 of the weights file; ``None`` if untrained.
+        metrics: Test metrics measured on the weights, e.g. ``{"test_acc": 0.915}``.
+        metrics_command: The command that measured ``metrics``.
+        training: Facts of the training run taken from its checkpoint (epoch, steps, best val).
+        notes: Comparison with published numbers and anything else a user should know.
+        version: Card format version.
+        source: Where the card was found: ``bundled``, ``user`` or ``recipe`` (not saved).
+        path: The card file (not saved).
+    """
+
+    name: str
+    model: str
+    init_args: dict[str, Any]
+    datamodule: str
+    dataset: str
+    preprocessing: dict[str, Any]
+    num_params: int
+    recipe: str | None
+    recipe_command: str | None
+    weights: str | None = None
+    sha256: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    metrics_command: str | None = None
+    training: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+    version: int = CARD_VERSION
+    source: str = field(default="bundled", compare=False)
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def trained(self) -> bool:
+        """Whether the entry has weights."""
+        return self.weights is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The card's saved fields, as plain JSON data."""
+        data = dataclasses.asdict(self)
+        del data["source"], data["path"]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "bundled", path: Path | None = None) -> ModelCard:
+        """Reads a card's fields, failing with the names of missing or unknown ones."""
+        saved = {f.name for f in dataclasses.fields(cls)} - {"source", "path"}
+        required = {f.name for f in dataclasses.fields(cls) if _required(f)}
+        where = path or data.get("name", "a card")
+        if missing := sorted(required - data.keys()):
+            raise CardError(f"model card {where} lacks the fields {missing}")
+        if unknown := sorted(data.keys() - saved):
+            raise CardError(f"model card {where} has unknown fields {unknown}")
+        card = cls(**data, source=source, path=path)
+        check_name(card.name)
+        if (card.weights is None) != (card.sha256 is None):
+            raise CardError(f"model card {where} must give both weights and sha256, or neither")
+        return card
+
+    @classmethod
+    def read(cls, path: Path, source: str = "bundled") -> ModelCard:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise CardError(f"cannot read the model card {path}: {error}") from error
+        return cls.from_dict(data, source=source, path=path)
+
+    def weights_location(self) -> str | None:
+        """The weights as a URL, or as a path resolved against the card's folder."""
+        if self.weights is None or "://" in self.weights or self.path is None:
+            return self.weights
+        return str(self.path.parent / self.weights)
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def check_name(name: str) -> None:
+    """Fails unless ``name`` has the form ``<family>-<dataset>`` in lower case."""
+    if not _NAME.match(name):
+        raise CardError(
+            f"zoo name {name!r} is not of the form '<family>-<dataset>' (lower case letters, "
+            "digits, '_' and '.', e.g. 'odenet-fmnist')"
+        )
+
+
+def import_class(path: str) -> type:
+    """The class at an import path such as ``zoo.models.ODENet``."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise CardError(f"cannot import {path!r}: {error}") from error
+
+
+def card_from_recipe(config: Path, root: Path) -> ModelCard:
+    """The architecture-only card of the recipe ``config`` (``configs/<name>.yaml``).
+
+    The model is built once to record its full constructor arguments and parameter count.
+    """
+    try:
+        recipe = yaml.safe_load(config.read_text())
+        model_class = import_class(recipe["model"]["class_path"])
+        data_class = import_class(recipe["data"]["class_path"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise CardError(f"cannot read the recipe {config}: {error}") from error
+    datamodule = data_class(**recipe["data"].get("init_args", {}))
+    init_args = dict(recipe["model"].get("init_args") or {})
+    init_args.update(input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
+    model = model_class(**init_args)
+    relative = config.resolve().relative_to(root.resolve()).as_posix()
+    return ModelCard(
+        name=config.stem,
+        model=recipe["model"]["class_path"],
+        init_args=dict(model.hparams),
+        datamodule=recipe["data"]["class_path"],
+        dataset=datamodule.display_name,
+        preprocessing=datamodule.preprocessing,
+        num_params=count_parameters(model),
+        recipe=relative,
+        recipe_command=f"zoo fit --config {relative}",
+        source="recipe",
+        path=None,
+    )
+
+
+def count_parameters(model) -> int:
+    """Number of parameters of a module."""
+    return sum(parameter.numel() for parameter in model.parameters())

@@ -1,0 +1,188 @@
+"""``zoo export``: a Lightning training checkpoint -> safetensors weights + model card.
+
+The checkpoint's hyperparameters rebuild the model, its weights must load strictly, and the
+test split of its data set is run through ``Trainer.test`` (what ``zoo test`` runs), so the
+card's metrics are measured on the exported weights, never typed in.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning import LightningDataModule, LightningModule, Trainer
+from safetensors.torch import save_file
+
+from zoo.hub import registry
+from zoo.hub.cards import CardError, ModelCard, check_name, count_parameters, import_class
+from zoo.hub.files import (
+    WeightsSourceError,
+    atomic_path,
+    hash_prefix_in_name,
+    hashed_name,
+    make_readable,
+    sha256_of,
+)
+from zoo.hub.weights import load_state
+
+
+@dataclass
+class ExportSettings:
+    """What ``zoo export`` writes, and how it measures.
+
+    Attributes:
+        out_dir: Folder of the card and weights; default the user registry, ``$ZOO_HOME/registry``.
+        recipe: The config that trained the checkpoint; default ``configs/<name>.yaml`` if it exists.
+        recipe_command: The training command; default ``zoo fit --config <recipe>``.
+        run_test: Measure the test metrics (``False`` writes a card without metrics).
+        data_dir: Where the test data is; default the DataModule's own default.
+        notes: Free text for the card, such as how the metrics compare with published ones.
+    """
+
+    out_dir: Path | None = None
+    recipe: Path | None = None
+    recipe_command: str | None = None
+    run_test: bool = True
+    data_dir: str | None = None
+    notes: str = ""
+    data_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def export_checkpoint(checkpoint: Path, name: str, settings: ExportSettings | None = None) -> ModelCard:
+    """Writes ``<name>-<sha256 prefix>.safetensors`` and ``<name>.json`` from a checkpoint.
+
+    Returns:
+        The written card.
+    """
+    settings = settings or ExportSettings()
+    check_name(name)
+    stored = _read_checkpoint(checkpoint)
+    recipe_path = settings.recipe or _default_recipe(name)
+    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path else {}
+    model_hparams = dict(stored.get("hyper_parameters") or {})
+    data_hparams = dict(stored.get("datamodule_hyper_parameters") or {})
+    model_class = _class_path(model_hparams, recipe, "model", checkpoint)
+    data_class = _class_path(data_hparams, recipe, "data", checkpoint)
+    init_args = {k: v for k, v in model_hparams.items() if not k.startswith("_") and k != "weights"}
+    model = import_class(model_class)(**init_args)
+    load_state(model, stored["state_dict"], f"in {checkpoint}")
+    data_args = _plain_args(data_hparams) or dict(recipe.get("data", {}).get("init_args") or {})
+    data_args.update(settings.data_overrides)
+    if settings.data_dir is not None:
+        data_args["data_dir"] = settings.data_dir
+    datamodule = import_class(data_class)(**data_args)
+    recipe_name = _repo_relative(recipe_path) if recipe_path else None
+    recipe_command = settings.recipe_command or (f"zoo fit --config {recipe_name}" if recipe_name else None)
+    card = ModelCard(
+        name=name,
+        model=model_class,
+        init_args=dict(model.hparams),
+        datamodule=data_class,
+        dataset=datamodule.display_name,
+        preprocessing=datamodule.preprocessing,
+        num_params=count_parameters(model),
+        recipe=recipe_name,
+        recipe_command=recipe_command,
+        metrics=_test_metrics(model, datamodule) if settings.run_test else {},
+        metrics_command=_metrics_command(name, recipe_name) if settings.run_test else None,
+        training=_training_facts(stored, checkpoint),
+        notes=settings.notes,
+        source="user",
+    )
+    return _write(model, card, settings.out_dir or registry.user_registry_dir())
+
+
+def _read_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    try:
+        stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a bad or unsafe file
+        raise WeightsSourceError(f"cannot read the Lightning checkpoint {checkpoint}: {error}") from error
+    if not isinstance(stored, dict) or "state_dict" not in stored:
+        raise WeightsSourceError(f"{checkpoint} is not a Lightning checkpoint (no 'state_dict')")
+    return stored
+
+
+def _default_recipe(name: str) -> Path | None:
+    path = registry.RECIPE_DIR / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+def _class_path(hparams: dict[str, Any], recipe: dict[str, Any], key: str, checkpoint: Path) -> str:
+    class_path = hparams.get("_class_path") or (recipe.get(key) or {}).get("class_path")
+    if not class_path:
+        raise CardError(
+            f"cannot tell which {key} class made {checkpoint}: its hyperparameters do not say and "
+            "no recipe was found; pass the training config with --recipe"
+        )
+    return class_path
+
+
+def _plain_args(hparams: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
+def _repo_relative(path: Path) -> str:
+    try:
+        return path.resolve().relative_to(registry.REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _test_metrics(model: LightningModule, datamodule: LightningDataModule) -> dict[str, float]:
+    trainer = Trainer(
+        accelerator="auto",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    (results,) = trainer.test(model, datamodule=datamodule, verbose=False)
+    return {key: round(float(value), 6) for key, value in sorted(results.items())}
+
+
+def _metrics_command(name: str, recipe: str | None) -> str:
+    config = f"--config {recipe} " if recipe else ""
+    return f"zoo test {config}--model.init_args.weights {name}"
+
+
+def _training_facts(stored: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
+    facts: dict[str, Any] = {"checkpoint": checkpoint.name}
+    for key in ("epoch", "global_step"):
+        if key in stored:
+            facts[key] = int(stored[key])
+    for state_key, state in (stored.get("callbacks") or {}).items():
+        if state_key.startswith("ModelCheckpoint") and state.get("best_model_score") is not None:
+            facts["monitor"] = state_key.split("'monitor': '")[-1].split("'")[0]
+            facts["best_score"] = round(float(state["best_model_score"]), 6)
+    return facts
+
+
+def _write(model: LightningModule, card: ModelCard, out_dir: Path) -> ModelCard:
+    """Weights first (renamed after their hash), the card last, each atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{card.name}.", suffix=".part")
+    os.close(fd)
+    make_readable(Path(tmp))
+    try:
+        save_file(state, tmp, metadata={"zoo_name": card.name, "model": card.model})
+        card.sha256 = sha256_of(Path(tmp))
+        card.weights = hashed_name(card.name, card.sha256)
+        os.replace(tmp, out_dir / card.weights)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    card_path = out_dir / f"{card.name}.json"
+    with atomic_path(card_path) as tmp_card:
+        tmp_card.write_text(card.to_json())
+    card.path = card_path
+    for old in out_dir.glob(f"{card.name}-*.safetensors"):
+        replaced = hash_prefix_in_name(old.name) and old.stem.rsplit("-", 1)[0] == card.name
+        if replaced and old.name != card.weights:
+            old.unlink()
+    return card
