@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 CARD_VERSION = 1
-_NAME = re.compile(r"^[a-z0-9]+(?:[a-z0-9_.]*[a-z0-9])?-[a-z0-9][a-z0-9_.-]*$")
+_NAME = re.compile(r"^[a-z0-9]+(?:[a-z0-9_]*[a-z0-9])?-[a-z0-9][a-z0-9_-]*$")
 
 
 class CardError(ValueError):
@@ -123,7 +123,7 @@ def check_name(name: str) -> None:
     if not _NAME.match(name):
         raise CardError(
             f"zoo name {name!r} is not of the form '<family>-<dataset>' (lower case letters, "
-            "digits, '_' and '.', e.g. 'odenet-fmnist')"
+            "digits and '_', e.g. 'odenet-fmnist')"
         )
 
 

@@ -169,9 +169,9 @@ def _write(model: LightningModule, card: ModelCard, out_dir: Path) -> ModelCard:
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
     fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{card.name}.", suffix=".part")
     os.close(fd)
-    make_readable(Path(tmp))
     try:
         save_file(state, tmp, metadata={"zoo_name": card.name, "model": card.model})
+        make_readable(Path(tmp))  # after saving: safetensors recreates the file
         card.sha256 = sha256_of(Path(tmp))
         card.weights = hashed_name(card.name, card.sha256)
         os.replace(tmp, out_dir / card.weights)

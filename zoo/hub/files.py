@@ -1,9 +1,10 @@
 """Weight files: hashes, hash-prefixed names, atomic writes and the download cache.
 
-Every weights file is a safetensors file. A file whose name ends in ``-<hex>`` (at least 8 hex
-digits of its sha256, as in torchvision's ``resnet18-f37072fd.pth``) is checked against that
-prefix whenever it is read; a file named by a model card is checked against the card's full
-sha256. Downloads land in the cache only after their hash checked out.
+Every weights file is a safetensors file. A file named by a model card is checked against the
+card's full sha256 whenever it is read. A download is checked against the hash its card gives,
+or a ``#sha256=<hex>`` fragment of its URL, or the prefix its file name carries (``-<hex>``, at
+least 8 hex digits of its sha256, as in torchvision's ``resnet18-f37072fd.pth``), and lands in
+the cache only if it checks out. A local file given by path has no published hash to check.
 """
 
 from __future__ import annotations
@@ -138,6 +139,11 @@ def fetch(url: str, sha256: str | None = None, cache_dir: Path | None = None) ->
             f"cannot verify the weights at {url}: give the expected hash as '#sha256=<hex>' at "
             "the end of the URL, or use a file name that carries it (name-<sha256 prefix>"
             ".safetensors, as `zoo export` writes)."
+        )
+    if not re.fullmatch(rf"[0-9a-f]{{{HASH_PREFIX_LENGTH},64}}", expected.lower()):
+        raise WeightsSourceError(
+            f"the expected sha256 of {url} must be hex digits, at least {HASH_PREFIX_LENGTH} of them; "
+            f"got {expected!r}"
         )
     cache_dir = cache_dir or zoo_home() / "weights"
     cached = cache_dir / _cache_name(Path(parts.path).name, expected)

@@ -1,0 +1,202 @@
+"""The zoo's entries: card schema, bundled weights, export -> load through the CLI, fine-tuning.
+
+Bundled weights are checked against their cards: the file's sha256, a strict load, and the
+test accuracy on a fixed slice of the real Fashion-MNIST test split.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Subset
+
+import zoo
+from tests.conftest import CONFIGS, REPO
+from tests.test_cli import SLICE
+from tests.test_data_images import write_cifar
+from zoo.hub import ModelCard, WeightsMismatchError, WeightsNotTrainedError
+from zoo.hub.cards import import_class
+
+BUNDLED_DIR = REPO / "checkpoints"
+BUNDLED = sorted(path.stem for path in BUNDLED_DIR.glob("*.json"))
+RECIPES = sorted(path.stem for path in CONFIGS.glob("*.yaml"))
+# The test accuracy on the first SLICE_SIZE test images must be within TOLERANCE of the card's
+# accuracy on all 10,000: at p ~ 0.9 one binomial standard deviation on 2,000 images is 0.0067,
+# so 0.025 is almost four of them, while a wrong or damaged model misses by far more.
+SLICE_SIZE = 2000
+TOLERANCE = 0.025
+RESNET = CONFIGS / "resnet-fmnist.yaml"
+TINY_RESNET = ("--model.init_args.width", "8", "--model.init_args.num_blocks", "1")
+
+
+def test_the_shipped_weights_are_bundled():
+    assert {"odenet-fmnist", "resnet-fmnist"} <= set(BUNDLED)
+    assert set(zoo.list_models(pretrained=True)) == set(BUNDLED)
+    assert set(zoo.list_models()) == set(BUNDLED) | set(RECIPES)
+    assert zoo.list_models("resnet-*") == ["resnet-fmnist"]
+
+
+@pytest.mark.parametrize("name", sorted(set(BUNDLED) | set(RECIPES)))
+def test_card_schema(name):
+    card = zoo.info(name)
+    saved = {f.name for f in dataclasses.fields(ModelCard)} - {"source", "path"}
+    assert set(card.as_dict()) == saved
+    model = import_class(card.model)(**card.init_args)
+    assert sum(p.numel() for p in model.parameters()) == card.num_params
+    assert dict(model.hparams) == card.init_args  # every constructor argument is on the card
+    recipe = yaml.safe_load((REPO / card.recipe).read_text())
+    assert recipe["model"]["class_path"] == card.model
+    assert recipe["data"]["class_path"] == card.datamodule
+    assert_contains(card.init_args, recipe["model"].get("init_args") or {})
+    datamodule = import_class(card.datamodule)()
+    assert (datamodule.display_name, datamodule.preprocessing) == (card.dataset, card.preprocessing)
+    assert card.init_args["input_shape"] == list(datamodule.input_shape)
+    if card.trained:
+        assert card.source == "bundled"
+        assert 0.0 < card.metrics["test_acc"] <= 1.0 and card.metrics["test_loss"] > 0
+        assert card.metrics_command == f"zoo test --config {card.recipe} --model.init_args.weights {name}"
+        assert card.recipe_command.startswith(f"zoo fit --config {card.recipe}")
+        assert {"epoch", "global_step", "best_score"} <= card.training.keys()
+    else:
+        assert card.source == "recipe" and card.metrics == {} and card.sha256 is None
+
+
+def assert_contains(full: dict, partial: dict, where: str = "init_args") -> None:
+    """Every value the recipe sets is the card's (the card also has the defaults)."""
+    for key, value in partial.items():
+        if isinstance(value, dict):
+            assert_contains(full[key], value, f"{where}.{key}")
+        else:
+            assert full[key] == value, f"{where}.{key}"
+
+
+def slice_accuracy(model, card: ModelCard, data_dir: Path) -> float:
+    datamodule = import_class(card.datamodule)(data_dir=str(data_dir), num_workers=0, download=False)
+    datamodule.setup("test")
+    loader = DataLoader(Subset(datamodule.test_set, range(SLICE_SIZE)), batch_size=datamodule.batch_size)
+    correct = 0
+    with torch.no_grad():
+        for images, labels in loader:
+            correct += (model(images).argmax(dim=-1) == labels).sum().item()
+    return correct / SLICE_SIZE
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_weights_match_their_card(name, fmnist_data_dir):
+    card = zoo.info(name)
+    path = BUNDLED_DIR / card.weights
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card.sha256
+    assert path.name == f"{name}-{card.sha256[:8]}.safetensors"
+    model = zoo.load(name)
+    assert not model.training and model.card == card
+    stored = load_file(path)
+    assert stored.keys() == model.state_dict().keys()
+    assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
+    accuracy = slice_accuracy(model, card, fmnist_data_dir)
+    assert abs(accuracy - card.metrics["test_acc"]) <= TOLERANCE, (accuracy, card.metrics)
+
+
+def logged_test_accuracy(tmp_path: Path) -> float:
+    (metrics,) = tmp_path.glob("runs/*/version_0/metrics.csv")
+    with open(metrics) as file:
+        (row,) = [row for row in csv.DictReader(file) if row.get("test_acc")]
+    return float(row["test_acc"])
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_card_metrics_command_reproduces_the_card(name, run_zoo, tmp_path):
+    """The card's own ``metrics_command``, run as written, gives the card's test accuracy."""
+    card = zoo.info(name)
+    command = card.metrics_command.split()
+    assert command[:2] == ["zoo", "test"]
+    config = command.index("--config") + 1
+    command[config] = str(REPO / command[config])
+    run_zoo(*command[1:], "--trainer.enable_progress_bar", "false", "--data.init_args.num_workers", "0")
+    assert logged_test_accuracy(tmp_path) == pytest.approx(card.metrics["test_acc"], abs=2e-4)
+
+
+def test_export_then_load_through_the_cli(run_zoo, tmp_path, isolated_zoo_home, fmnist_data_dir):
+    run_zoo("fit", "--config", RESNET, *TINY_RESNET, "--trainer.max_steps", "4", *SLICE)
+    last = next(tmp_path.glob("runs/resnet-fmnist/version_0/checkpoints/last.ckpt"))
+    exported = run_zoo("export", last, "--name", "resnet-fmnist", "--notes", "a test export")
+    registry = isolated_zoo_home / "registry"
+    card = json.loads((registry / "resnet-fmnist.json").read_text())
+    weights = registry / card["weights"]
+    assert str(weights) in exported.stdout
+    assert weights.name == f"resnet-fmnist-{card['sha256'][:8]}.safetensors"
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == card["sha256"]
+    assert card["init_args"]["width"] == 8 and card["training"]["global_step"] == 4
+    assert card["recipe"] == "configs/resnet-fmnist.yaml" and card["notes"] == "a test export"
+    assert sorted(p.name for p in registry.iterdir()) == sorted([weights.name, "resnet-fmnist.json"])
+
+    listing = run_zoo("list", "--pretrained").stdout
+    rows = [line.split() for line in listing.splitlines()]
+    assert any(row[0] == "resnet-fmnist" and row[-1] == "user" for row in rows)
+    assert json.loads(run_zoo("info", "resnet-fmnist").stdout)["sha256"] == card["sha256"]
+
+    model = zoo.load("resnet-fmnist")  # the user's export overrides the bundled entry
+    assert model.card.source == "user"
+    trained = torch.load(last, weights_only=True)["state_dict"]
+    assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
+    datamodule = import_class(card["datamodule"])(data_dir=str(fmnist_data_dir), num_workers=0)
+    datamodule.setup("test")
+    correct = 0
+    with torch.no_grad():
+        for images, labels in DataLoader(datamodule.test_set, batch_size=1000):
+            correct += (model(images).argmax(-1) == labels).sum().item()
+    assert correct / len(datamodule.test_set) == pytest.approx(card["metrics"]["test_acc"], abs=1e-4)
+
+
+def test_untrained_entry_until_exported(run_zoo, tmp_path):
+    """CIFAR-10 cannot be had here: the entry says how to train it, and loads once exported.
+
+    The run below trains on a few images the test writes in CIFAR-10's real on-disk format into
+    a temporary ``$ZOO_HOME``; it shows the registration works, not a CIFAR-10 result.
+    """
+    with pytest.raises(WeightsNotTrainedError) as error:
+        zoo.load("odenet-cifar10")
+    message = str(error.value)
+    assert "zoo fit --config configs/odenet-cifar10.yaml" in message and "zoo export" in message
+    assert zoo.load("odenet-cifar10", pretrained=False).card.source == "recipe"
+
+    data_dir = tmp_path / "cifar"
+    write_cifar(data_dir / "cifar-10-batches-py")
+    tiny = ("--model.init_args.width", "8", "--model.init_args.dynamics.hidden_dims", "[8]",
+            "--data.init_args.data_dir", data_dir, "--data.init_args.val_size", "4",
+            "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0")
+    run_zoo("fit", "--config", CONFIGS / "odenet-cifar10.yaml", *tiny, "--trainer.max_steps", "2")
+    last = next(tmp_path.glob("runs/odenet-cifar10/version_0/checkpoints/last.ckpt"))
+    run_zoo("export", last, "--name", "odenet-cifar10", "--data-dir", data_dir)
+    model = zoo.load("odenet-cifar10")
+    assert model.card.source == "user" and model.card.dataset == "CIFAR-10"
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_fine_tune_from_a_zoo_name_with_other_classes(run_zoo, tmp_path):
+    """With lr 0, everything but the re-initialized 3-class head must stay the zoo's weights."""
+    fit = run_zoo("fit", "--config", RESNET, "--model.init_args.weights", "resnet-fmnist",
+                  "--data.init_args.classes", "[9, 5, 7]", "--optimizer.init_args.lr", "0",
+                  "--trainer.max_steps", "3", *SLICE, env={"PYTHONWARNINGS": "default"})
+    assert "classification head of 'resnet-fmnist' has another number of classes" in fit.stderr
+    tuned = torch.load(next(tmp_path.glob("runs/*/version_0/checkpoints/last.ckpt")), weights_only=True)
+    assert tuned["state_dict"]["net.head.4.weight"].shape == (3, 64)
+    assert "weights" not in tuned["hyper_parameters"]
+    zoo_weights = zoo.load("resnet-fmnist").state_dict()
+    body = [k for k in zoo_weights if not k.startswith("net.head.4.")]
+    assert all(torch.equal(tuned["state_dict"][k], zoo_weights[k]) for k in body)
+
+
+def test_fine_tune_with_weights_that_do_not_fit(run_zoo):
+    failed = run_zoo("fit", "--config", RESNET, "--model.init_args.weights", "resnet-fmnist",
+                     "--model.init_args.width", "32", "--trainer.max_steps", "1", *SLICE, check=False)
+    assert failed.returncode != 0
+    assert "zoo: error: the weights 'resnet-fmnist' do not fit ResNet" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    with pytest.raises(WeightsMismatchError, match=r"net\.body\.0\.conv1\.weight"):
+        zoo.models.ResNet(width=32, weights="resnet-fmnist")
