@@ -1,6 +1,7 @@
 """The Lightning CLI in subprocesses, on the real configs and a slice of the real Fashion-MNIST."""
 
 import csv
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -65,6 +66,18 @@ def test_validate_predict_and_test_with_another_solver(run_zoo, tmp_path):
     test = run_zoo("test", "--config", ODENET, "--ckpt_path", last, "--model.init_args.solver.method",
                    "rk4", "--model.init_args.solver.step_size", "0.5", *SLICE)
     assert float(test.stdout.split("test_nfe_forward")[1].split()[0]) == 8.0
+
+
+def test_a_failed_solve_leaves_the_checkpoints_intact(run_zoo, tmp_path):
+    run_zoo("fit", "--config", ODENET, "--trainer.max_epochs", "1", *SLICE)
+    folder = run_dir(tmp_path) / "checkpoints"
+    before = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+    failed = run_zoo("fit", "--config", ODENET, "--trainer.max_epochs", "2", "--ckpt_path",
+                     folder / "last.ckpt", "--model.init_args.solver.max_steps", "1", *SLICE, check=False)
+    assert failed.returncode != 0
+    assert "zoo: error: " in failed.stderr and "Traceback" not in failed.stderr
+    after = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in folder.iterdir()}
+    assert after == before
 
 
 def test_print_config_shows_every_solver_and_dynamics_setting(run_zoo):

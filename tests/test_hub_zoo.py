@@ -22,6 +22,7 @@ from tests.test_cli import SLICE
 from tests.test_data_images import write_cifar
 from zoo.hub import ModelCard, WeightsMismatchError, WeightsNotTrainedError
 from zoo.hub.cards import import_class
+from zoo.models import ImageClassifier
 
 BUNDLED_DIR = REPO / "checkpoints"
 BUNDLED = sorted(path.stem for path in BUNDLED_DIR.glob("*.json"))
@@ -33,6 +34,18 @@ SLICE_SIZE = 2000
 TOLERANCE = 0.025
 RESNET = CONFIGS / "resnet-fmnist.yaml"
 TINY_RESNET = ("--model.init_args.width", "8", "--model.init_args.num_blocks", "1")
+
+
+def test_every_lightning_module_takes_weights():
+    import inspect
+
+    from lightning import LightningModule
+
+    classes = [getattr(zoo.models, name) for name in zoo.models.__all__]
+    modules = [cls for cls in classes if issubclass(cls, LightningModule) and cls is not ImageClassifier]
+    assert modules
+    for cls in modules:
+        assert inspect.signature(cls).parameters["weights"].default is None, cls
 
 
 def test_the_shipped_weights_are_bundled():
