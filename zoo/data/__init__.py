@@ -7,11 +7,23 @@ from zoo.data.images import (
     ImageDataModule,
     MNISTDataModule,
 )
+from zoo.data.toys import (
+    EllipsesDataModule,
+    PeaksDataModule,
+    SpheresDataModule,
+    SwissRollDataModule,
+    ToyDataModule,
+)
 
 __all__ = [
     "CIFAR10DataModule",
     "DataNotFoundError",
+    "EllipsesDataModule",
     "FashionMNISTDataModule",
     "ImageDataModule",
     "MNISTDataModule",
+    "PeaksDataModule",
+    "SpheresDataModule",
+    "SwissRollDataModule",
+    "ToyDataModule",
 ]
