@@ -22,7 +22,7 @@ from tests.test_cli import SLICE
 from tests.test_data_images import write_cifar
 from zoo.hub import ModelCard, WeightsMismatchError, WeightsNotTrainedError
 from zoo.hub.cards import import_class
-from zoo.models import ImageClassifier
+from zoo.models import Classifier
 
 BUNDLED_DIR = REPO / "checkpoints"
 BUNDLED = sorted(path.stem for path in BUNDLED_DIR.glob("*.json"))
@@ -42,7 +42,7 @@ def test_every_lightning_module_takes_weights():
     from lightning import LightningModule
 
     classes = [getattr(zoo.models, name) for name in zoo.models.__all__]
-    modules = [cls for cls in classes if issubclass(cls, LightningModule) and cls is not ImageClassifier]
+    modules = [cls for cls in classes if issubclass(cls, LightningModule) and cls is not Classifier]
     assert modules
     for cls in modules:
         assert inspect.signature(cls).parameters["weights"].default is None, cls

@@ -4,26 +4,46 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.ode import DYNAMICS, DynamicsSpec, ODEBlock, SolverSettings, UnknownNameError
+from zoo.ode import DYNAMICS, DynamicsSpec, ODEBlock, ODESolveError, SolverSettings, UnknownNameError
+
+# The state each dynamics is tried on (default: a batch of vectors), small widths and options.
+STATES = {"odenet_conv": (2, 8, 5, 5), "anode_conv": (2, 6, 5, 5), "hamiltonian": (3, 6)}
+HIDDEN = {"anode_conv": [8]}
+OPTIONS = {"odenet_conv": {"groups": 4}}
+TIME_INDEPENDENT = {"antisymmetric", "hamiltonian"}  # Haber & Ruthotto's, weights shared over depth
 
 
-@pytest.mark.parametrize(("name", "state"), [("odenet_conv", (2, 8, 5, 5)), ("concat_mlp", (3, 4))])
-def test_every_registered_dynamics_keeps_the_state_shape_and_sees_time(name, state):
-    assert name in DYNAMICS
+@pytest.mark.parametrize("name", DYNAMICS.names())
+def test_every_registered_dynamics_keeps_the_state_shape(name):
     torch.manual_seed(0)
-    f = DynamicsSpec(name, options={"groups": 4} if name == "odenet_conv" else {}).build(state[1])
+    state = STATES.get(name, (3, 4))
+    f = DynamicsSpec(name, hidden_dims=HIDDEN.get(name), options=OPTIONS.get(name, {})).build(state[1])
     y = torch.randn(*state)
-    assert f(torch.tensor(0.0), y).shape == y.shape
-    assert not torch.allclose(f(torch.tensor(0.0), y), f(torch.tensor(1.0), y))
+    at_0, at_1 = f(torch.tensor(0.0), y), f(torch.tensor(1.0), y)
+    assert at_0.shape == y.shape
+    assert torch.equal(at_0, at_1) == (name in TIME_INDEPENDENT)  # the others see time
 
 
 def test_registry_covers_all_names():
-    assert set(DYNAMICS.names()) >= {"odenet_conv", "concat_mlp"}
+    expected = {"odenet_conv", "concat_mlp", "anode_conv", "antisymmetric", "hamiltonian"}
+    assert set(DYNAMICS.names()) >= expected
 
 
 def test_odenet_conv_parameter_count():
     f = DynamicsSpec("odenet_conv").build(64)
     assert sum(p.numel() for p in f.parameters()) == 75_392  # 3 GroupNorms + 2 ConcatConv2d(65->64)
+
+
+def test_anode_conv_parameter_count():
+    # Dupont et al.'s MNIST ANODE: 1 + 5 augmented channels, 64 filters; each conv sees time.
+    f = DynamicsSpec("anode_conv", hidden_dims=[64]).build(1 + 5)
+    conv1 = (6 + 1) * 64 * 1 * 1 + 64  # 1x1, 7 -> 64
+    conv2 = (64 + 1) * 64 * 3 * 3 + 64  # 3x3, 65 -> 64
+    conv3 = (64 + 1) * 6 * 1 * 1 + 6  # 1x1, 65 -> 6
+    assert sum(p.numel() for p in f.parameters()) == conv1 + conv2 + conv3 == 38_412
+    head = 6 * 28 * 28 * 10 + 10  # the paper's linear head on the flattened augmented state
+    assert 84_000 < conv1 + conv2 + conv3 + head < 86_000  # "~85k params" (ANCHORS.md)
+    assert DynamicsSpec("anode_conv").build(6).conv2.conv.out_channels == 64  # default [64]
 
 
 def test_concat_mlp_widths():
@@ -41,11 +61,50 @@ def test_concat_mlp_widths():
         ({"name": "concat_mlp", "options": {"activation": "swish"}}, ValueError,
          "unknown activation 'swish'"),
         ({"name": "odenet_conv", "hidden_dims": [8, 8]}, ValueError, "takes 1 hidden width"),
+        ({"name": "anode_conv", "hidden_dims": [8, 8]}, ValueError, "takes 1 hidden width"),
+        ({"name": "antisymmetric", "hidden_dims": [8]}, ValueError, "antisymmetric has no hidden layers"),
+        ({"name": "antisymmetric", "options": {"gamma": -0.1}}, ValueError, "gamma must be"),
+        ({"name": "hamiltonian", "hidden_dims": [2]}, ValueError, "hamiltonian has no hidden layers"),
+        ({"name": "hamiltonian", "options": {"activation": "swish"}}, ValueError,
+         "unknown activation 'swish'"),
     ],
 )
 def test_bad_specs_fail_clearly(spec, error, message):
     with pytest.raises(error, match=message):
         DynamicsSpec(**spec).build(4)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.1])
+def test_antisymmetric_eigenvalues_have_real_part_minus_gamma(gamma):
+    torch.manual_seed(0)
+    f = DynamicsSpec("antisymmetric", options={"gamma": gamma}).build(7).double()
+    eigenvalues = torch.linalg.eigvals(f.weight())
+    torch.testing.assert_close(eigenvalues.real, torch.full((7,), -gamma, dtype=torch.float64),
+                               rtol=0, atol=1e-6)
+    assert eigenvalues.imag.abs().max() > 0.1  # a rotation, not a plain decay
+    y = torch.randn(4, 7, dtype=torch.float64)
+    torch.testing.assert_close(f(0.0, y), torch.tanh(y @ f.weight().T + f.bias))
+
+
+def test_hamiltonian_is_separable_as_leapfrog_needs():
+    # Leapfrog's halves (q, p) are the Hamiltonian's (y, z): dy/dt sees z only, dz/dt sees y only.
+    torch.manual_seed(0)
+    f = DynamicsSpec("hamiltonian").build(6)
+    state, moved = torch.randn(5, 6), torch.randn(5, 6)
+    dy, dz = f(0.0, state).chunk(2, dim=1)
+    new_y = torch.cat([moved[:, :3], state[:, 3:]], dim=1)
+    new_z = torch.cat([state[:, :3], moved[:, 3:]], dim=1)
+    torch.testing.assert_close(f(0.0, new_y)[:, :3], dy)  # dy/dt does not see y
+    torch.testing.assert_close(f(0.0, new_z)[:, 3:], dz)  # dz/dt does not see z
+    assert not torch.allclose(f(0.0, new_y)[:, 3:], dz)  # but sees y
+    y, z = state.chunk(2, dim=1)
+    torch.testing.assert_close(dy, torch.tanh(z @ f.kernel.T + f.bias_y))
+    torch.testing.assert_close(dz, -torch.tanh(y @ f.kernel + f.bias_z))
+
+
+def test_hamiltonian_rejects_an_odd_width():
+    with pytest.raises(ValueError, match="dim=5 is odd"):
+        DynamicsSpec("hamiltonian").build(5)
 
 
 class Oscillator(nn.Module):
@@ -56,23 +115,50 @@ class Oscillator(nn.Module):
         return torch.cat([p, -q], dim=-1)
 
 
-def energy_over(method, steps=10_000, h=0.5):
-    block = ODEBlock(Oscillator(), SolverSettings(method=method, step_size=h), t1=steps * h)
+def linear_hamiltonian_net():
+    """Haber & Ruthotto's Hamiltonian net, identity activation, no biases: dy/dt = K z, dz/dt = -K^T y.
+
+    It keeps E = (|y|^2 + |z|^2) / 2, as dE/dt = y.Kz - z.K^T y = 0. K is scaled to spectral norm 1:
+    its fastest mode has the oscillator's frequency, 1.
+    """
+    torch.manual_seed(0)
+    f = DynamicsSpec("hamiltonian", options={"activation": "identity"}).build(8).double()
+    with torch.no_grad():
+        f.bias_y.zero_()
+        f.bias_z.zero_()
+        f.kernel /= torch.linalg.matrix_norm(f.kernel, ord=2)
+    return f, torch.randn(3, 8, dtype=torch.float64)
+
+
+SYSTEMS = {
+    "oscillator": lambda: (Oscillator(), torch.tensor([[1.0, 0.0]], dtype=torch.float64)),
+    "hamiltonian_net": linear_hamiltonian_net,
+}
+
+
+def energy_drift(system, method, steps=10_000, h=0.5):
+    """|E(t) / E(0) - 1| of E = |state|^2 / 2 after each of ``steps`` steps of ``h``, per sample."""
+    dynamics, y0 = SYSTEMS[system]()
+    block = ODEBlock(dynamics, SolverSettings(method=method, step_size=h), t1=steps * h)
     times = torch.arange(1, steps + 1, dtype=torch.float64) * h
-    states = block(torch.tensor([[1.0, 0.0]], dtype=torch.float64), times)
-    return 0.5 * states.pow(2).sum(dim=-1).squeeze(-1)  # E0 = 0.5
+    with torch.no_grad():
+        states = block(y0, times)
+    return (states.pow(2).sum(dim=-1) / y0.pow(2).sum(dim=-1) - 1).abs()
 
 
-def test_verlet_conserves_energy_far_better_than_euler_and_rk4():
-    # Euler's energy grows as (1 + h^2)^N and overflows float64 before 10,000 steps: 1,000 here.
-    verlet, rk4, euler = energy_over("leapfrog"), energy_over("rk4"), energy_over("euler", 1_000)
-    drift = {name: float((e - 0.5).abs().max() / 0.5) for name, e in
-             (("leapfrog", verlet), ("rk4", rk4), ("euler", euler))}
-    assert drift["leapfrog"] < 0.07  # bounded: the modified energy of Verlet, O(h^2)
-    assert float((verlet[-1000:] - 0.5).abs().max() / 0.5) < 0.07  # no drift after 10,000 steps
-    assert drift["rk4"] > 0.8  # RK4 dissipates: (1 - h^6/72)^10000 of the energy is left
-    assert drift["euler"] > 1e6
-    assert drift["leapfrog"] < drift["rk4"] / 10
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_verlet_conserves_energy_far_better_than_euler_and_rk4(system):
+    # 10,000 steps of h = 0.5 (h * fastest frequency = 0.5), the same step for every method.
+    verlet, rk4 = energy_drift(system, "leapfrog"), energy_drift(system, "rk4")
+    # Verlet keeps a modified energy: E stays within (h w)^2/4 / (1 - (h w)^2/4) = 0.067, no drift.
+    assert verlet.max() < 0.07
+    # RK4 dissipates: a mode keeps (1 - (h w)^6/72)^10000 of its energy, 12% at h w = 0.5.
+    assert rk4[-1].max() > 10 * verlet.max()
+    # Euler multiplies a mode's energy by 1 + (h w)^2 a step: 1.25^1000 after 1,000 steps, and
+    # float64 overflows before 10,000.
+    assert energy_drift(system, "euler", steps=1_000).max() > 1e6
+    with pytest.raises(ODESolveError, match="NaN or infinite"):
+        energy_drift(system, "euler")
 
 
 def test_leapfrog_rejects_an_odd_state():

@@ -1,6 +1,6 @@
 """The model families: one file each, a plain ``nn.Module`` inside a thin LightningModule."""
 
-from zoo.models.classifier import ImageClassifier
+from zoo.models.classifier import Classifier
 from zoo.models.odenet import ODENet, ResNet
 
-__all__ = ["ImageClassifier", "ODENet", "ResNet"]
+__all__ = ["Classifier", "ODENet", "ResNet"]

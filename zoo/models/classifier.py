@@ -14,8 +14,8 @@ from zoo.ode import ODEBlock
 STAGES = ("train", "val", "test")
 
 
-class ImageClassifier(LightningModule):
-    """A thin LightningModule around ``self.net``, a plain ``nn.Module`` returning logits.
+class Classifier(LightningModule):
+    """A thin LightningModule around ``self.net``, a plain ``nn.Module`` returning class logits.
 
     Logs ``{stage}_loss`` and ``{stage}_acc`` for train/val/test, and for networks with ODE
     blocks ``{stage}_nfe_forward`` and ``train_nfe_backward``. Without an ``optimizer`` in the

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.models.classifier import ImageClassifier
+from zoo.models.classifier import Classifier
 from zoo.models.hparams import save_plain_hyperparameters
 from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
 from zoo.ode.dynamics import group_norm
@@ -76,7 +76,7 @@ def stem_body_head(in_channels: int, width: int, body: nn.Module, num_classes: i
     )
 
 
-class ODENet(ImageClassifier):
+class ODENet(Classifier):
     """ODE-Net image classifier: stem, one ODE block, head.
 
     Args:
@@ -107,7 +107,7 @@ class ODENet(ImageClassifier):
         self.load_weights(weights)
 
 
-class ResNet(ImageClassifier):
+class ResNet(Classifier):
     """The residual baseline of ODE-Net: the same stem and head around residual blocks.
 
     Args:

@@ -1,4 +1,7 @@
-"""``ODEBlock``: integrate a dynamics module, count its evaluations, fail with a clear error."""
+"""``ODEBlock``: integrate a dynamics module, count its evaluations, fail with a clear error.
+
+The block can also augment its state with zeros first: Dupont et al. 2019, "Augmented Neural ODEs".
+"""
 
 from __future__ import annotations
 
@@ -73,13 +76,20 @@ class ODEBlock(nn.Module):
         solver: Method, tolerances and adjoint; default dopri5 at 1e-3, no adjoint.
         t0: Start time: the input is the state at ``t0``.
         t1: End time of :meth:`forward` without a grid; may be below ``t0``.
+        augment_dim: Zero channels (images) or features (vectors) appended along dim 1 of the
+            input before solving: ANODE (Dupont et al. 2019) when positive. The dynamics must
+            then be built for the state's ``dim + augment_dim``, and the block returns augmented
+            states, the appended part included.
     """
 
     def __init__(self, dynamics: nn.Module, solver: SolverSettings | None = None,
-                 t0: float = 0.0, t1: float = 1.0) -> None:
+                 t0: float = 0.0, t1: float = 1.0, *, augment_dim: int = 0) -> None:
         super().__init__()
         if t0 == t1:
             raise ValueError(f"ODEBlock needs t1 != t0, got t0 = t1 = {t0}")
+        if isinstance(augment_dim, bool) or int(augment_dim) != augment_dim or augment_dim < 0:
+            raise ValueError(f"augment_dim must be a non-negative integer, got {augment_dim!r}")
+        self.augment_dim = int(augment_dim)
         self.dynamics = dynamics
         self.solver = SolverSettings.coerce(solver)
         self.t0, self.t1 = float(t0), float(t1)
@@ -97,20 +107,21 @@ class ODEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, times: Sequence[float] | torch.Tensor | None = None
                 ) -> torch.Tensor:
-        """Solves from the state ``x`` at ``t0``.
+        """Solves from the state ``x`` at ``t0``, augmented first if ``augment_dim`` > 0.
 
         Args:
-            x: The state at ``t0``.
+            x: The state at ``t0``; batched, (B, D) or (B, C, H, W), where ``augment_dim`` > 0.
             times: None for the state at ``t1``; else the times to read the state at, strictly
                 increasing (all >= t0) or strictly decreasing (all <= t0), ``t0`` optional.
 
         Returns:
-            The state at ``t1``, shaped as ``x``; or, with ``times``, the states at those
-            times stacked along a new first dimension.
+            The state at ``t1``, shaped as ``x`` but for ``augment_dim`` more entries along dim
+            1; or, with ``times``, the states at those times stacked along a new first dimension.
 
         Raises:
             ODESolveError: The solve failed; the message names the time reached and the NFE.
         """
+        x = self.augment(x)
         if times is None:
             return self._solve(x, torch.tensor([self.t0, self.t1]), end_state=True)[-1]
         grid, skip_first = self._grid(times)
@@ -119,6 +130,22 @@ class ODEBlock(nn.Module):
             return x.unsqueeze(0)
         states = self._solve(x, grid)
         return states[1:] if skip_first else states
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        """The state the solve starts from: ``x`` with ``augment_dim`` zeros appended along dim 1."""
+        if not self.augment_dim:
+            return x
+        if x.dim() < 2:
+            raise ValueError(
+                f"augment_dim appends along dim 1 of a batched state, (B, D) or (B, C, H, W); got "
+                f"shape {tuple(x.shape)}"
+            )
+        zeros = x.new_zeros(x.shape[0], self.augment_dim, *x.shape[2:])
+        return torch.cat([x, zeros], dim=1)
+
+    def extra_repr(self) -> str:
+        span = f"t0={self.t0:g}, t1={self.t1:g}"
+        return f"{span}, augment_dim={self.augment_dim}" if self.augment_dim else span
 
     def _grid(self, times: Sequence[float] | torch.Tensor) -> tuple[torch.Tensor, bool]:
         grid = torch.as_tensor(times, dtype=torch.float64).detach().flatten().cpu()

@@ -89,6 +89,36 @@ class ODENetConv(nn.Module):
         return self.norm3(out)
 
 
+@DYNAMICS.register("anode_conv")
+class ANODEConv(nn.Module):
+    """The conv ODE function of Dupont et al. 2019: ConcatConv 1x1-ReLU-3x3-ReLU-1x1.
+
+    Each convolution sees time as one more input channel. For ANODE, build it for the augmented
+    channels (image channels + ``augment_dim``).
+
+    Args:
+        dim: Channels of the state.
+        hidden_dims: One entry, the filters of the inner convolutions; default ``[64]``.
+        activation: Name of the nonlinearity after the first two convolutions; default the
+            paper's ReLU. ReLU's kinks make the adjoint's right-hand side discontinuous, which
+            costs adaptive solvers many steps at tight tolerances; a smooth one (softplus) does not.
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None,
+                 activation: str = "relu") -> None:
+        super().__init__()
+        (filters,) = _hidden(hidden_dims, default=[64], count=1, name="anode_conv")
+        self.conv1 = ConcatConv2d(dim, filters, kernel_size=1)
+        self.conv2 = ConcatConv2d(filters, filters, kernel_size=3)
+        self.conv3 = ConcatConv2d(filters, dim, kernel_size=1)
+        self.activation = make_activation(activation)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = self.activation(self.conv1(t, x))
+        out = self.activation(self.conv2(t, out))
+        return self.conv3(t, out)
+
+
 @DYNAMICS.register("concat_mlp")
 class ConcatMLP(nn.Module):
     """An MLP on ``[t, y]``: time enters as one more input feature (Dupont et al. 2019).

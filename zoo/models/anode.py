@@ -1,0 +1,105 @@
+"""Augmented Neural ODEs, and ODE classifiers of low-dimensional toy data.
+
+Dupont, Doucet, Teh 2019, "Augmented Neural ODEs", NeurIPS. A neural ODE's flow is a
+homeomorphism, so it cannot separate classes whose regions are nested (concentric spheres, the
+function g(x) of Section 4); appending zero dimensions to the state (augmentation) removes that
+limit and lowers the number of function evaluations. The image model has no conv stem: the ODE
+acts on the image itself, augmented with zero channels, and a linear layer reads the whole
+augmented end state. With ``augment_dim=0`` it is the paper's NODE baseline.
+
+The toy classifier is the paper's d-dimensional model (MLP dynamics, linear head), and with the
+``antisymmetric`` or ``hamiltonian`` dynamics the stable networks of Haber & Ruthotto 2017,
+"Stable architectures for deep neural networks", Inverse Problems.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from zoo.models.classifier import Classifier
+from zoo.models.hparams import save_plain_hyperparameters
+from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
+
+ANODE_SOLVER = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": True}
+
+
+def ode_then_linear(block: ODEBlock, state_size: int, num_classes: int) -> nn.Sequential:
+    """``net.body`` (the ODE block) then ``net.head`` (flatten, linear on the whole end state)."""
+    head = nn.Sequential(nn.Flatten(), nn.Linear(state_size, num_classes))
+    return nn.Sequential(OrderedDict(body=block, head=head))
+
+
+class ANODE(Classifier):
+    """ANODE (or, with ``augment_dim=0``, NODE) image classifier: ODE on the image, linear head.
+
+    Args:
+        input_shape: (channels, height, width) of the images (linked from the DataModule).
+        num_classes: Number of classes (linked from the DataModule).
+        augment_dim: Zero channels appended to the image before the ODE.
+        dynamics: The ODE function on ``channels + augment_dim`` channels; default the paper's
+            ``anode_conv`` (Conv1x1-ReLU-Conv3x3-ReLU-Conv1x1, time as a channel) with 64 filters.
+        solver: Default dopri5 at rtol = atol = 1e-3 with the adjoint, as in the paper.
+        integration_time: End time of the ODE, which starts at 0.
+        weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (1, 28, 28),
+        num_classes: int = 10,
+        augment_dim: int = 5,
+        dynamics: DynamicsSpec | None = None,
+        solver: SolverSettings | None = None,
+        integration_time: float = 1.0,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__(num_classes)
+        dynamics = DynamicsSpec.coerce(dynamics or {"name": "anode_conv", "hidden_dims": [64]})
+        solver = SolverSettings.coerce(solver or ANODE_SOLVER)
+        save_plain_hyperparameters(self)
+        channels = input_shape[0] + augment_dim
+        block = ODEBlock(dynamics.build(channels), solver, t0=0.0, t1=integration_time,
+                         augment_dim=augment_dim)
+        self.net = ode_then_linear(block, channels * math.prod(input_shape[1:]), num_classes)
+        self.load_weights(weights)
+
+
+class VectorODEClassifier(Classifier):
+    """ODE classifier of feature vectors: (augmented) ODE on the features, linear head.
+
+    Args:
+        input_shape: ``(d,)``, the number of features (linked from the DataModule).
+        num_classes: Number of classes (linked from the DataModule).
+        augment_dim: Zero features appended before the ODE (ANODE); 0 for a plain NODE.
+        dynamics: The ODE function on ``d + augment_dim`` features; default ``concat_mlp`` with
+            hidden widths [32, 32] as in Dupont et al.'s toys. ``antisymmetric`` and
+            ``hamiltonian`` give Haber & Ruthotto's stable networks.
+        solver: Default dopri5 at rtol = atol = 1e-3 with the adjoint; ``leapfrog`` with a
+            ``step_size`` for ``hamiltonian``.
+        integration_time: End time of the ODE, which starts at 0.
+        weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int] = (2,),
+        num_classes: int = 2,
+        augment_dim: int = 0,
+        dynamics: DynamicsSpec | None = None,
+        solver: SolverSettings | None = None,
+        integration_time: float = 1.0,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__(num_classes)
+        dynamics = DynamicsSpec.coerce(dynamics or {"name": "concat_mlp", "hidden_dims": [32, 32]})
+        solver = SolverSettings.coerce(solver or ANODE_SOLVER)
+        save_plain_hyperparameters(self)
+        features = input_shape[0] + augment_dim
+        block = ODEBlock(dynamics.build(features), solver, t0=0.0, t1=integration_time,
+                         augment_dim=augment_dim)
+        self.net = ode_then_linear(block, features, num_classes)
+        self.load_weights(weights)
