@@ -67,7 +67,7 @@ def test_card_schema(name):
     assert recipe["model"]["class_path"] == card.model
     assert recipe["data"]["class_path"] == card.datamodule
     assert_contains(card.init_args, recipe["model"].get("init_args") or {})
-    datamodule = import_class(card.datamodule)()
+    datamodule = import_class(card.datamodule)(**recipe["data"].get("init_args", {}))
     assert (datamodule.display_name, datamodule.preprocessing) == (card.dataset, card.preprocessing)
     assert card.init_args["input_shape"] == list(datamodule.input_shape)
     if card.trained:

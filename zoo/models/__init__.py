@@ -1,6 +1,7 @@
 """The model families: one file each, a plain ``nn.Module`` inside a thin LightningModule."""
 
+from zoo.models.anode import ANODE, VectorODEClassifier
 from zoo.models.classifier import Classifier
 from zoo.models.odenet import ODENet, ResNet
 
-__all__ = ["Classifier", "ODENet", "ResNet"]
+__all__ = ["ANODE", "Classifier", "ODENet", "ResNet", "VectorODEClassifier"]
