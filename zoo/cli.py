@@ -3,7 +3,7 @@
 ``zoo fit|validate|test|predict --config configs/<name>.yaml`` are LightningCLI subcommands;
 the DataModule's ``input_shape`` and ``num_classes`` are linked into the model.
 ``zoo list``, ``zoo info NAME`` and ``zoo export CKPT --name NAME`` work on the pretrained
-registry (see :mod:`zoo.cli_hub`).
+registry (see :mod:`zoo.commands`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from lightning import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
-from zoo import cli_hub
+from zoo import commands
 from zoo.data import DataNotFoundError
 from zoo.hub import (
     CardError,
@@ -65,8 +65,8 @@ def main(args: list[str] | None = None) -> None:
     """
     command = sys.argv[1:] if args is None else list(args)
     try:
-        if command and command[0] in cli_hub.COMMANDS:
-            cli_hub.run(command)
+        if command and command[0] in commands.COMMANDS:
+            commands.run(command)
         else:
             _run(args)
     except Exception as error:

@@ -1,4 +1,4 @@
-"""``zoo list``, ``zoo info NAME`` and ``zoo export CKPT --name NAME``."""
+"""The zoo's own subcommands, beside LightningCLI's: ``list``, ``info``, ``export``, ``nfe-plot``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from zoo import hub
 from zoo.hub.export import ExportSettings, export_checkpoint
 
-COMMANDS = ("list", "info", "export")
+COMMANDS = ("list", "info", "export", "nfe-plot")
 
 
 def run(args: list[str]) -> None:
@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--no-test", dest="run_test", action="store_false", help="write no metrics")
     export.add_argument("--notes", default="", help="text for the card")
     export.set_defaults(handler=_export)
+
+    nfe = commands.add_parser("nfe-plot", help="NFE against training step of runs, as a PNG")
+    nfe.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR",
+                     help="a label and a run folder or its metrics.csv, e.g. ANODE=runs/x/version_0")
+    nfe.add_argument("--out", type=Path, default=Path("nfe.png"))
+    nfe.set_defaults(handler=_nfe_plot)
     return parser
 
 
@@ -84,3 +90,15 @@ def _export(options: argparse.Namespace) -> None:
     print(f"wrote {card.path}")
     for key, value in card.metrics.items():
         print(f"  {key}: {value}")
+
+
+def _nfe_plot(options: argparse.Namespace) -> None:
+    from zoo.pictures import save_nfe_plot
+
+    runs = {}
+    for item in options.runs:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise SystemExit(f"zoo nfe-plot: error: expected LABEL=RUN_DIR, got {item!r}")
+        runs[label] = Path(path)
+    print(f"wrote {save_nfe_plot(runs, options.out)}")
