@@ -10,7 +10,7 @@ from zoo.ode import DYNAMICS, DynamicsSpec, ODEBlock, ODESolveError, SolverSetti
 STATES = {"odenet_conv": (2, 8, 5, 5), "anode_conv": (2, 6, 5, 5), "hamiltonian": (3, 6)}
 HIDDEN = {"anode_conv": [8]}
 OPTIONS = {"odenet_conv": {"groups": 4}}
-TIME_INDEPENDENT = {"antisymmetric", "hamiltonian"}  # Haber & Ruthotto's, weights shared over depth
+TIME_INDEPENDENT = {"standard", "antisymmetric", "hamiltonian"}  # Haber & Ruthotto: shared weights
 
 
 @pytest.mark.parametrize("name", DYNAMICS.names())
@@ -25,7 +25,7 @@ def test_every_registered_dynamics_keeps_the_state_shape(name):
 
 
 def test_registry_covers_all_names():
-    expected = {"odenet_conv", "concat_mlp", "anode_conv", "antisymmetric", "hamiltonian"}
+    expected = {"odenet_conv", "concat_mlp", "anode_conv", "standard", "antisymmetric", "hamiltonian"}
     assert set(DYNAMICS.names()) >= expected
 
 

@@ -1,14 +1,16 @@
 """Haber & Ruthotto 2017, "Stable architectures for deep neural networks": stable dynamics.
 
-Two vector fields for vector states (B, D), registered in :data:`~zoo.ode.dynamics.DYNAMICS`:
+Vector fields for vector states (B, D), registered in :data:`~zoo.ode.dynamics.DYNAMICS`:
 
+- ``standard``: ``f(t, y) = act(K y + b)``, the unconstrained layer of a plain ResNet, the
+  baseline the paper's stable networks are compared with.
 - ``antisymmetric``: ``f(t, y) = act((K - K^T - gamma I) y + b)``. The linear part's eigenvalues
   have real part ``-gamma``: the forward flow neither explodes nor (for ``gamma`` = 0) vanishes.
 - ``hamiltonian``: two halves ``(y, z)`` with ``dy/dt = act(K z + b1)``, ``dz/dt = -act(K^T y + b2)``.
   The field is separable, so the ``leapfrog`` solver (velocity Verlet) integrates it
   symplectically; ``y`` is its ``q`` half (first) and ``z`` its ``p`` half (second).
 
-Both are time-independent, as in the paper's layers with weights shared over depth. Their width
+All are time-independent, as in the paper's layers with weights shared over depth. Their width
 is the state's, so they take no ``hidden_dims``.
 """
 
@@ -22,6 +24,27 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from zoo.ode.dynamics import DYNAMICS, make_activation
+
+
+@DYNAMICS.register("standard")
+class Standard(nn.Module):
+    """The unconstrained layer ``act(K y + b)`` of a plain ResNet, as the stable ones' baseline.
+
+    Args:
+        dim: Features of the state.
+        hidden_dims: None or empty: the layer is ``dim`` wide.
+        activation: Name of the nonlinearity (see ``ACTIVATIONS``).
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "tanh") -> None:
+        super().__init__()
+        _no_hidden(hidden_dims, "standard")
+        self.kernel = _uniform(dim, dim)
+        self.bias = _uniform(dim, fan_in=dim)
+        self.activation = make_activation(activation)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.activation(F.linear(y, self.kernel, self.bias))
 
 
 @DYNAMICS.register("antisymmetric")
