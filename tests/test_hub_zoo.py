@@ -7,6 +7,7 @@ test accuracy on a fixed slice of the real Fashion-MNIST test split.
 import csv
 import dataclasses
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
@@ -37,8 +38,6 @@ TINY_RESNET = ("--model.init_args.width", "8", "--model.init_args.num_blocks", "
 
 
 def test_every_lightning_module_takes_weights():
-    import inspect
-
     from lightning import LightningModule
 
     classes = [getattr(zoo.models, name) for name in zoo.models.__all__]
@@ -49,7 +48,7 @@ def test_every_lightning_module_takes_weights():
 
 
 def test_the_shipped_weights_are_bundled():
-    assert {"odenet-fmnist", "resnet-fmnist"} <= set(BUNDLED)
+    assert {"odenet-fmnist", "resnet-fmnist", "anode-spheres2d", "node-spheres2d"} <= set(BUNDLED)
     assert set(zoo.list_models(pretrained=True)) == set(BUNDLED)
     assert set(zoo.list_models()) == set(BUNDLED) | set(RECIPES)
     assert zoo.list_models("resnet-*") == ["resnet-fmnist"]
@@ -90,14 +89,21 @@ def assert_contains(full: dict, partial: dict, where: str = "init_args") -> None
 
 
 def slice_accuracy(model, card: ModelCard, data_dir: Path) -> float:
-    datamodule = import_class(card.datamodule)(data_dir=str(data_dir), num_workers=0, download=False)
+    """Accuracy on the first SLICE_SIZE test points, with the recipe's data settings."""
+    recipe = yaml.safe_load((REPO / card.recipe).read_text())
+    data_class = import_class(card.datamodule)
+    kwargs = {**recipe["data"].get("init_args", {}), "num_workers": 0}
+    if "data_dir" in inspect.signature(data_class).parameters:  # image data: the real files
+        kwargs.update(data_dir=str(data_dir), download=False)
+    datamodule = data_class(**kwargs)
     datamodule.setup("test")
-    loader = DataLoader(Subset(datamodule.test_set, range(SLICE_SIZE)), batch_size=datamodule.batch_size)
+    size = min(SLICE_SIZE, len(datamodule.test_set))
+    loader = DataLoader(Subset(datamodule.test_set, range(size)), batch_size=datamodule.batch_size)
     correct = 0
     with torch.no_grad():
-        for images, labels in loader:
-            correct += (model(images).argmax(dim=-1) == labels).sum().item()
-    return correct / SLICE_SIZE
+        for points, labels in loader:
+            correct += (model(points).argmax(dim=-1) == labels).sum().item()
+    return correct / size
 
 
 @pytest.mark.parametrize("name", BUNDLED)
