@@ -27,9 +27,23 @@ from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
 ANODE_SOLVER = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": True}
 
 
-def ode_then_linear(block: ODEBlock, state_size: int, num_classes: int) -> nn.Sequential:
-    """``net.body`` (the ODE block) then ``net.head`` (flatten, linear on the whole end state)."""
-    head = nn.Sequential(nn.Flatten(), nn.Linear(state_size, num_classes))
+def augmented_ode_then_linear(
+    input_shape: Sequence[int],
+    num_classes: int,
+    augment_dim: int,
+    dynamics: DynamicsSpec,
+    solver: SolverSettings,
+    integration_time: float,
+) -> nn.Sequential:
+    """``net.body``, the ODE block on the augmented input, then ``net.head``, a linear layer on it.
+
+    The state has ``input_shape[0] + augment_dim`` channels (or features) and the input's other
+    dimensions; the head flattens the whole end state, augmented part included.
+    """
+    channels = input_shape[0] + augment_dim
+    block = ODEBlock(dynamics.build(channels), solver, t0=0.0, t1=integration_time,
+                     augment_dim=augment_dim)
+    head = nn.Sequential(nn.Flatten(), nn.Linear(channels * math.prod(input_shape[1:]), num_classes))
     return nn.Sequential(OrderedDict(body=block, head=head))
 
 
@@ -61,10 +75,8 @@ class ANODE(Classifier):
         dynamics = DynamicsSpec.coerce(dynamics or {"name": "anode_conv", "hidden_dims": [64]})
         solver = SolverSettings.coerce(solver or ANODE_SOLVER)
         save_plain_hyperparameters(self)
-        channels = input_shape[0] + augment_dim
-        block = ODEBlock(dynamics.build(channels), solver, t0=0.0, t1=integration_time,
-                         augment_dim=augment_dim)
-        self.net = ode_then_linear(block, channels * math.prod(input_shape[1:]), num_classes)
+        self.net = augmented_ode_then_linear(input_shape, num_classes, augment_dim, dynamics, solver,
+                                             integration_time)
         self.load_weights(weights)
 
 
@@ -98,8 +110,6 @@ class VectorODEClassifier(Classifier):
         dynamics = DynamicsSpec.coerce(dynamics or {"name": "concat_mlp", "hidden_dims": [32, 32]})
         solver = SolverSettings.coerce(solver or ANODE_SOLVER)
         save_plain_hyperparameters(self)
-        features = input_shape[0] + augment_dim
-        block = ODEBlock(dynamics.build(features), solver, t0=0.0, t1=integration_time,
-                         augment_dim=augment_dim)
-        self.net = ode_then_linear(block, features, num_classes)
+        self.net = augmented_ode_then_linear(input_shape, num_classes, augment_dim, dynamics, solver,
+                                             integration_time)
         self.load_weights(weights)
