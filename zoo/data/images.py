@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
+
+from zoo.data.splits import SplitDataModule
 
 #: Environment variable naming the data folder when ``data_dir`` is not given.
 DATA_DIR_ENV = "ZOO_DATA"
@@ -154,7 +155,7 @@ def _atomic_gunzip(src: Path, dst: Path) -> None:
         raise
 
 
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(SplitDataModule):
     """Shared base of the image classification data modules.
 
     Subclasses set the class attributes below and say where torchvision expects the files.
@@ -397,36 +398,10 @@ class ImageDataModule(LightningDataModule):
 
     # ---------------------------------------------------------------- loaders
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() with the matching stage before asking for loaders")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches, in an order fixed by ``seed``."""
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | Sequence[DataLoader]:
-        """Validation batches; an empty list when ``val_size`` is 0."""
-        if self.val_size == 0:
-            return []
-        return self._loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        """Batches of the official test set."""
-        return self._loader(self.test_set)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Batches of the official test set (images and labels)."""
-        return self._loader(self.test_set)
+    @property
+    def has_validation(self) -> bool:
+        """Whether the validation split is non-empty."""
+        return self.val_size > 0
 
 
 class MNISTDataModule(ImageDataModule):

@@ -23,13 +23,13 @@ different ``seed`` gives different data in every split.
 
 import functools
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-from lightning import LightningDataModule
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
+
+from zoo.data.splits import SplitDataModule
 
 #: Names of the splits, in the order of their random streams.
 SPLITS = ("train", "val", "test")
@@ -129,7 +129,7 @@ def peaks_thresholds(num_classes: int, half_width: float = 3.0, resolution: int 
 # ---------------------------------------------------------------- base class
 
 
-class ToyDataModule(LightningDataModule):
+class ToyDataModule(SplitDataModule):
     """Shared base of the generated toy classification data modules.
 
     Subclasses set, in ``__init__``, the attributes below and implement :meth:`_train_size`,
@@ -280,35 +280,10 @@ class ToyDataModule(LightningDataModule):
 
     # ---------------------------------------------------------------- loaders
 
-    def _loader(self, dataset: TensorDataset | None, shuffle: bool = False) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call setup() with the matching stage before asking for loaders")
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches, in an order fixed by ``seed``."""
-        return self._loader(self.train_set, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | Sequence[DataLoader]:
-        """Validation batches; an empty list when ``num_val`` is 0."""
-        if self.split_sizes["val"] == 0:
-            return []
-        return self._loader(self.val_set)
-
-    def test_dataloader(self) -> DataLoader:
-        """Test batches."""
-        return self._loader(self.test_set)
-
-    def predict_dataloader(self) -> DataLoader:
-        """Test batches (points and labels)."""
-        return self._loader(self.test_set)
+    @property
+    def has_validation(self) -> bool:
+        """Whether the validation split is non-empty."""
+        return self.split_sizes["val"] > 0
 
 
 # ---------------------------------------------------------------- data sets
