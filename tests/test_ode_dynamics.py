@@ -83,7 +83,7 @@ def test_antisymmetric_eigenvalues_have_real_part_minus_gamma(gamma):
                                rtol=0, atol=1e-6)
     assert eigenvalues.imag.abs().max() > 0.1  # a rotation, not a plain decay
     y = torch.randn(4, 7, dtype=torch.float64)
-    torch.testing.assert_close(f(0.0, y), torch.tanh(y @ f.weight().T + f.bias))
+    torch.testing.assert_close(f(0.0, y), torch.tanh(y @ f.weight().T + f.bias.at(0.0)))
 
 
 def test_hamiltonian_is_separable_as_leapfrog_needs():
@@ -98,8 +98,46 @@ def test_hamiltonian_is_separable_as_leapfrog_needs():
     torch.testing.assert_close(f(0.0, new_z)[:, 3:], dz)  # dz/dt does not see z
     assert not torch.allclose(f(0.0, new_y)[:, 3:], dz)  # but sees y
     y, z = state.chunk(2, dim=1)
-    torch.testing.assert_close(dy, torch.tanh(z @ f.kernel.T + f.bias_y))
-    torch.testing.assert_close(dz, -torch.tanh(y @ f.kernel + f.bias_z))
+    torch.testing.assert_close(dy, torch.tanh(z @ f.kernel.at(0.0).T + f.bias_y.at(0.0)))
+    torch.testing.assert_close(dz, -torch.tanh(y @ f.kernel.at(0.0) + f.bias_z.at(0.0)))
+
+
+@pytest.mark.parametrize("name", ["standard", "antisymmetric", "hamiltonian"])
+def test_stable_weights_interpolate_between_knots_over_time(name):
+    # 5 knots over [0, 2]: knot k sits at t = k / 2; between knots the weights mix the two
+    # neighbours linearly; beyond the span they stay at the end values.
+    torch.manual_seed(0)
+    f = DynamicsSpec(name, options={"knots": 5, "span": 2.0}).build(6).double()
+    values = f.kernel.values
+    assert values.shape[0] == 5 and not torch.allclose(values[1], values[2])
+    torch.testing.assert_close(f.kernel.at(0.5), values[1])
+    torch.testing.assert_close(f.kernel.at(torch.tensor(0.75)), (values[1] + values[2]) / 2)
+    torch.testing.assert_close(f.kernel.at(7.0), values[4])
+    torch.testing.assert_close(f.kernel.at(-1.0), values[0])
+    y = torch.randn(3, 6, dtype=torch.float64)
+    assert not torch.allclose(f(torch.tensor(0.5), y), f(torch.tensor(1.5), y))
+    # a solve reaches every knot, and only the knots it passes get gradients
+    f(torch.tensor(0.6), y).sum().backward()
+    touched = values.grad.flatten(1).abs().sum(1) > 0
+    assert touched.tolist() == [False, True, True, False, False]
+
+
+def test_antisymmetric_stays_antisymmetric_between_knots():
+    torch.manual_seed(0)
+    f = DynamicsSpec("antisymmetric", options={"gamma": 0.05, "knots": 3, "span": 1.0}).build(5).double()
+    eigenvalues = torch.linalg.eigvals(f.weight(torch.tensor(0.3)))
+    torch.testing.assert_close(eigenvalues.real, torch.full((5,), -0.05, dtype=torch.float64),
+                               rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"knots": 0}, "knots must be a positive integer"),
+    ({"knots": 2.5}, "knots must be a positive integer"),
+    ({"knots": 3, "span": 0.0}, "span must be a finite time > 0"),
+])
+def test_bad_knots_fail_clearly(options, message):
+    with pytest.raises(ValueError, match=message):
+        DynamicsSpec("hamiltonian", options=options).build(4)
 
 
 def test_hamiltonian_rejects_an_odd_width():
@@ -124,9 +162,9 @@ def linear_hamiltonian_net():
     torch.manual_seed(0)
     f = DynamicsSpec("hamiltonian", options={"activation": "identity"}).build(8).double()
     with torch.no_grad():
-        f.bias_y.zero_()
-        f.bias_z.zero_()
-        f.kernel /= torch.linalg.matrix_norm(f.kernel, ord=2)
+        f.bias_y.values.zero_()
+        f.bias_z.values.zero_()
+        f.kernel.values /= torch.linalg.matrix_norm(f.kernel.values, ord=2, keepdim=True)
     return f, torch.randn(3, 8, dtype=torch.float64)
 
 

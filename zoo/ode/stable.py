@@ -10,8 +10,12 @@ Vector fields for vector states (B, D), registered in :data:`~zoo.ode.dynamics.D
   The field is separable, so the ``leapfrog`` solver (velocity Verlet) integrates it
   symplectically; ``y`` is its ``q`` half (first) and ``z`` its ``p`` half (second).
 
-All are time-independent, as in the paper's layers with weights shared over depth. Their width
-is the state's, so they take no ``hidden_dims``.
+The paper gives every layer its own ``K`` and ``b``. Here they are functions of time: ``knots``
+values evenly spaced over ``[0, span]``, linearly interpolated between and held constant beyond
+(:class:`KernelPath`). With ``span`` the integration time and ``knots`` the number of solver
+steps plus one, each step sees its own weights, as each of the paper's layers does; ``knots=1``
+(the default) shares one ``K`` over all time. Their width is the state's, so they take no
+``hidden_dims``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,45 @@ from torch import nn
 from zoo.ode.dynamics import DYNAMICS, make_activation
 
 
+class KernelPath(nn.Module):
+    """Weights that vary with time: ``knots`` values evenly spaced over ``[0, span]``.
+
+    ``at(t)`` interpolates linearly between neighbouring knots and holds the end values beyond the
+    span, so the dynamics stay continuous in ``t`` for adaptive solvers. Each knot is drawn as
+    ``nn.Linear`` draws its weights.
+
+    Args:
+        shape: Shape of one value, ``(out, in)`` for a kernel or ``(out,)`` for a bias.
+        fan_in: Inputs the value multiplies, for the initial scale.
+        knots: Number of values; 1 is constant in time.
+        span: Time of the last knot.
+    """
+
+    def __init__(self, shape: Sequence[int], fan_in: int, knots: int = 1, span: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(knots, bool) or int(knots) != knots or knots < 1:
+            raise ValueError(f"knots must be a positive integer, got {knots!r}")
+        if not (span > 0 and math.isfinite(span)):
+            raise ValueError(f"span must be a finite time > 0, got {span!r}; set it to the integration time")
+        self.span = float(span)
+        bound = 1 / math.sqrt(fan_in)
+        self.values = nn.Parameter(torch.empty(int(knots), *shape).uniform_(-bound, bound))
+
+    def at(self, t: torch.Tensor | float) -> torch.Tensor:
+        """The value at time ``t``."""
+        values = self.values
+        if len(values) == 1:
+            return values[0]
+        t = torch.as_tensor(t, dtype=values.dtype, device=values.device)
+        position = (t / self.span).clamp(0, 1) * (len(values) - 1)
+        knots = torch.arange(len(values), dtype=values.dtype, device=values.device)
+        hats = (1 - (position - knots).abs()).clamp(min=0)  # linear-interpolation weights
+        return torch.tensordot(hats, values, dims=1)
+
+    def extra_repr(self) -> str:
+        return f"knots={len(self.values)}, span={self.span:g}"
+
+
 @DYNAMICS.register("standard")
 class Standard(nn.Module):
     """The unconstrained layer ``act(K y + b)`` of a plain ResNet, as the stable ones' baseline.
@@ -34,17 +77,20 @@ class Standard(nn.Module):
         dim: Features of the state.
         hidden_dims: None or empty: the layer is ``dim`` wide.
         activation: Name of the nonlinearity (see ``ACTIVATIONS``).
+        knots: Values of ``K`` and ``b`` over time (:class:`KernelPath`); 1: constant.
+        span: Time of the last knot, usually the integration time.
     """
 
-    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "tanh") -> None:
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "tanh",
+                 knots: int = 1, span: float = 1.0) -> None:
         super().__init__()
         _no_hidden(hidden_dims, "standard")
-        self.kernel = _uniform(dim, dim)
-        self.bias = _uniform(dim, fan_in=dim)
+        self.kernel = KernelPath((dim, dim), dim, knots, span)
+        self.bias = KernelPath((dim,), dim, knots, span)
         self.activation = make_activation(activation)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.activation(F.linear(y, self.kernel, self.bias))
+        return self.activation(F.linear(y, self.kernel.at(t), self.bias.at(t)))
 
 
 @DYNAMICS.register("antisymmetric")
@@ -60,26 +106,29 @@ class Antisymmetric(nn.Module):
         hidden_dims: None or empty: the layer is ``dim`` wide.
         gamma: Damping, >= 0: the real part of every eigenvalue of the linear part is ``-gamma``.
         activation: Name of the nonlinearity (see ``ACTIVATIONS``).
+        knots: Values of ``K`` and ``b`` over time (:class:`KernelPath`); 1: constant.
+        span: Time of the last knot, usually the integration time.
     """
 
     def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, gamma: float = 0.0,
-                 activation: str = "tanh") -> None:
+                 activation: str = "tanh", knots: int = 1, span: float = 1.0) -> None:
         super().__init__()
         _no_hidden(hidden_dims, "antisymmetric")
         if not (gamma >= 0 and math.isfinite(gamma)):
             raise ValueError(f"antisymmetric: gamma must be a finite number >= 0, got {gamma!r}")
         self.gamma = float(gamma)
-        self.kernel = _uniform(dim, dim)
-        self.bias = _uniform(dim, fan_in=dim)
+        self.kernel = KernelPath((dim, dim), dim, knots, span)
+        self.bias = KernelPath((dim,), dim, knots, span)
         self.activation = make_activation(activation)
 
-    def weight(self) -> torch.Tensor:
-        """The linear part ``K - K^T - gamma I``."""
-        eye = torch.eye(len(self.kernel), dtype=self.kernel.dtype, device=self.kernel.device)
-        return self.kernel - self.kernel.T - self.gamma * eye
+    def weight(self, t: torch.Tensor | float = 0.0) -> torch.Tensor:
+        """The linear part ``K(t) - K(t)^T - gamma I`` at time ``t``."""
+        kernel = self.kernel.at(t)
+        eye = torch.eye(len(kernel), dtype=kernel.dtype, device=kernel.device)
+        return kernel - kernel.T - self.gamma * eye
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.activation(F.linear(y, self.weight(), self.bias))
+        return self.activation(F.linear(y, self.weight(t), self.bias.at(t)))
 
 
 @DYNAMICS.register("hamiltonian")
@@ -96,10 +145,12 @@ class Hamiltonian(nn.Module):
         dim: Features of the whole state, even: ``y`` and ``z`` each have ``dim // 2``.
         hidden_dims: None or empty: ``K`` is square, ``dim // 2`` wide.
         activation: Name of the nonlinearity (see ``ACTIVATIONS``).
+        knots: Values of ``K`` and the biases over time (:class:`KernelPath`); 1: constant.
+        span: Time of the last knot, usually the integration time.
     """
 
     def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None,
-                 activation: str = "tanh") -> None:
+                 activation: str = "tanh", knots: int = 1, span: float = 1.0) -> None:
         super().__init__()
         _no_hidden(hidden_dims, "hamiltonian")
         if dim % 2:
@@ -108,15 +159,16 @@ class Hamiltonian(nn.Module):
                 "give it an even width (with ODEBlock's augment_dim, an even dim + augment_dim)"
             )
         half = dim // 2
-        self.kernel = _uniform(half, half)
-        self.bias_y = _uniform(half, fan_in=half)
-        self.bias_z = _uniform(half, fan_in=half)
+        self.kernel = KernelPath((half, half), half, knots, span)
+        self.bias_y = KernelPath((half,), half, knots, span)
+        self.bias_z = KernelPath((half,), half, knots, span)
         self.activation = make_activation(activation)
 
     def forward(self, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         y, z = state.chunk(2, dim=-1)
-        dy = self.activation(F.linear(z, self.kernel, self.bias_y))
-        dz = -self.activation(F.linear(y, self.kernel.T, self.bias_z))
+        kernel = self.kernel.at(t)
+        dy = self.activation(F.linear(z, kernel, self.bias_y.at(t)))
+        dz = -self.activation(F.linear(y, kernel.T, self.bias_z.at(t)))
         return torch.cat([dy, dz], dim=-1)
 
 
@@ -127,8 +179,3 @@ def _no_hidden(hidden_dims: Sequence[int] | None, name: str) -> None:
             f"{list(hidden_dims)}; leave hidden_dims unset"
         )
 
-
-def _uniform(*shape: int, fan_in: int | None = None) -> nn.Parameter:
-    """A parameter drawn from U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as ``nn.Linear`` draws its own."""
-    bound = 1 / math.sqrt(fan_in or shape[-1])
-    return nn.Parameter(torch.empty(shape).uniform_(-bound, bound))

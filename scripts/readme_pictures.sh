@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Copies the pictures README.md shows from finished runs into docs/pictures/, and draws the NODE
+# vs ANODE NFE plot. Run after the runs it names, each made by `zoo fit --config configs/<run>.yaml`:
+#   bash scripts/readme_pictures.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/pictures
+mkdir -p "$out"
+newest() { ls -d "runs/$1"/version_* | sort -V | tail -1; }
+for run in node-spheres1d anode-spheres1d; do
+  cp "$(newest "$run")/pictures/flow.png" "$out/$run-flow.png"
+done
+for dynamics in standard antisymmetric hamiltonian; do
+  cp "$(newest "$dynamics-swissroll")/pictures/decision_regions.png" "$out/$dynamics-swissroll-regions.png"
+done
+.venv/bin/zoo nfe-plot NODE="$(newest node-spheres2d)" ANODE="$(newest anode-spheres2d)" \
+  --out "$out/nfe-spheres2d.png"
