@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from lightning import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+import yaml
+from lightning import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger
 
 import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
 from zoo import commands
@@ -37,6 +39,22 @@ USER_ERRORS = (
     WeightsSourceError,
     WeightsVerificationError,
 )
+
+
+class LoggedConfig(SaveConfigCallback):
+    """Saves the resolved config as ``config.yaml`` in the log folder, and gives it to the run's loggers.
+
+    Every logger but a ``CSVLogger`` (whose folder holds ``config.yaml`` already), such as a
+    ``WandbLogger`` or ``TensorBoardLogger``, gets the whole config (trainer, model, data,
+    optimizer, seed) as the hyperparameter ``config``; Lightning itself logs only the model's
+    and the data module's arguments. Runs on global rank zero only, with no collective call.
+    """
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        for logger in trainer.loggers:
+            if not isinstance(logger, CSVLogger):
+                logger.log_hyperparams({"config": config})
 
 
 class ZooCLI(LightningCLI):
@@ -93,6 +111,7 @@ def _run(args: list[str] | None) -> None:
         LightningDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
     )

@@ -6,7 +6,8 @@
   points on top.
 * :func:`plot_nfe` and :func:`save_nfe_plot`: function evaluations per training step of runs
   logged by Lightning's ``CSVLogger``.
-* :class:`FlowPictures`: a callback saving the first two at the end of training.
+* :class:`FlowPictures`: a callback saving the first two at the end of training, and sending
+  them to the run's Weights & Biases or TensorBoard logger.
 
 Figures are built with matplotlib's object API on the Agg canvas (``matplotlib.figure.Figure``,
 never ``pyplot``), so no global figure registry holds them: a figure is freed with its last
@@ -21,9 +22,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import matplotlib.image
 import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -373,13 +376,52 @@ def save_nfe_plot(runs: Mapping[str, Path], out: Path) -> Path:
 # ---------------------------------------------------------------- callback
 
 
+def run_folder(trainer: Trainer) -> Path:
+    """The folder of the trainer's current run, where its first logger keeps this run's files.
+
+    For a CSV or TensorBoard logger, and without a logger, ``trainer.log_dir``
+    (``<save_dir>/<name>/version_<n>``, or ``default_root_dir``). Other loggers, such as
+    ``WandbLogger``, give their ``save_dir`` as ``log_dir``, which every run shares; for them it is
+    ``<save_dir>/<name>/<version>``, the folder ``ModelCheckpoint`` writes to as well.
+
+    Call it on every process: ``trainer.log_dir`` is a collective call. Processes other than
+    global rank zero get ``trainer.log_dir``, as their loggers know no version.
+    """
+    log_dir = Path(trainer.log_dir or trainer.default_root_dir)
+    loggers = trainer.loggers
+    if not loggers or isinstance(loggers[0], (CSVLogger, TensorBoardLogger)) or not trainer.is_global_zero:
+        return log_dir
+    logger = loggers[0]
+    version = logger.version
+    version = version if isinstance(version, str) else f"version_{version}"
+    return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+
+
+def log_picture(trainer: Trainer, key: str, path: Path) -> None:
+    """Sends the PNG at ``path`` to each of the trainer's loggers that shows pictures, at its global step.
+
+    A ``WandbLogger`` gets it as an image under ``key`` (``log_image``), a ``TensorBoardLogger``
+    as an image summary tagged ``key`` (``add_image``); other loggers, such as ``CSVLogger``,
+    are skipped. Weights & Biases is only imported by its logger, when it logs.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            image = matplotlib.image.imread(path)  # height x width x RGBA, floats in [0, 1]
+            logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
+
+
 class FlowPictures(Callback):
     """Saves :func:`plot_flow` and :func:`plot_decision_regions` pictures of a toy model.
 
     At the end of fitting it writes ``flow.png`` and ``decision_regions.png``, and every
     ``every_n_epochs`` epochs (after validation) ``flow-epoch=NNN.png``, into ``pictures/`` under
-    the trainer's ``log_dir`` (the logger's run folder; ``default_root_dir`` without a logger).
-    The points are the data module's test split. Only the global-rank-zero process writes.
+    the run's folder (:func:`run_folder`: the logger's run folder; ``default_root_dir`` without a
+    logger). Each picture also goes to the run's Weights & Biases or TensorBoard logger (see
+    :func:`log_picture`), under ``pictures/flow`` and ``pictures/decision_regions`` at the
+    global step it was drawn at. The points are the data module's test split. Only the
+    global-rank-zero process writes.
 
     It does nothing, without an error, unless the trainer's data module is a
     :class:`zoo.data.ToyDataModule` with 1-D or 2-D inputs; the flows also need a model with
@@ -405,7 +447,7 @@ class FlowPictures(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Finds the folder on every process (``trainer.log_dir`` is a collective call)."""
         if stage == "fit":
-            self.folder = Path(trainer.log_dir or trainer.default_root_dir) / "pictures"
+            self.folder = run_folder(trainer) / "pictures"
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Saves ``flow-epoch=NNN.png`` after the validation of every ``every_n_epochs``-th epoch."""
@@ -426,10 +468,11 @@ class FlowPictures(Callback):
             return
         if flow and getattr(pl_module, "ode_blocks", None) and pl_module.ode_blocks():
             points, labels = datamodule.make_split("test")
-            save_figure(plot_flow(pl_module, points, labels, class_names=datamodule.class_names),
-                        self.folder / flow)
+            figure = plot_flow(pl_module, points, labels, class_names=datamodule.class_names)
+            log_picture(trainer, "pictures/flow", save_figure(figure, self.folder / flow))
         if regions:
-            save_figure(plot_decision_regions(pl_module, datamodule, self.resolution), self.folder / regions)
+            figure = plot_decision_regions(pl_module, datamodule, self.resolution)
+            log_picture(trainer, "pictures/decision_regions", save_figure(figure, self.folder / regions))
 
 
 def _drawable(datamodule: object) -> bool:
