@@ -21,6 +21,12 @@ class Classifier(LightningModule):
     blocks ``{stage}_nfe_forward`` and ``train_nfe_backward``. Without an ``optimizer`` in the
     config, trains with Adam at 1e-3.
 
+    Under data-parallel training (DDP) every logged value is reduced over the processes: the
+    losses and NFE are averaged (``sync_dist``), also per training step, and the accuracies are
+    torchmetrics metrics whose epoch values count the predictions of all processes. Only
+    ``train_acc_step`` is a process's own batch accuracy (the logger, on process 0, writes
+    process 0's). The ODE blocks' own NFE counters count their process's solves only.
+
     Args:
         num_classes: Number of classes (linked from the DataModule by the CLI).
     """
@@ -66,13 +72,13 @@ class Classifier(LightningModule):
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits, labels)
         on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, sync_dist=not on_step)
+        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, sync_dist=True)
         self.log(f"{stage}_acc", accuracy, on_step=on_step, on_epoch=True, prog_bar=True)
         blocks = self.ode_blocks()
         if blocks:
             nfe = float(sum(block.nfe_forward for block in blocks))
             self.log(f"{stage}_nfe_forward", nfe, on_step=on_step, on_epoch=True, prog_bar=True,
-                     sync_dist=not on_step)
+                     sync_dist=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -94,7 +100,7 @@ class Classifier(LightningModule):
         blocks = self.ode_blocks()
         if blocks:
             nfe = float(sum(block.nfe_backward for block in blocks))
-            self.log("train_nfe_backward", nfe, on_step=True, on_epoch=True, prog_bar=True)
+            self.log("train_nfe_backward", nfe, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3; the configs replace it with their ``optimizer`` and ``lr_scheduler``."""
