@@ -143,7 +143,7 @@ def test_zoo_bundle_overrides_the_checkout(wheel, tmp_path, monkeypatch):
     bundle = (tmp_path / DATA_PREFIX).resolve()
     monkeypatch.setenv("ZOO_BUNDLE", str(bundle))
     assert registry.bundle_root() == bundle
-    recipes = registry.RECIPE_DIR  # the name zoo.hub.export uses
+    recipes = registry.recipe_dir()  # where zoo.hub.export looks for a recipe
     assert recipes == bundle / "configs"
     model = zoo.load("odenet-fmnist")
     assert model.card.path == bundle / "checkpoints" / "odenet-fmnist.json"

@@ -108,7 +108,7 @@ def _read_checkpoint(checkpoint: Path) -> dict[str, Any]:
 
 
 def _default_recipe(name: str) -> Path | None:
-    path = registry.RECIPE_DIR / f"{name}.yaml"
+    path = registry.recipe_dir() / f"{name}.yaml"
     return path if path.is_file() else None
 
 
@@ -128,7 +128,7 @@ def _plain_args(hparams: dict[str, Any]) -> dict[str, Any]:
 
 def _repo_relative(path: Path) -> str:
     try:
-        return path.resolve().relative_to(registry.REPO_ROOT).as_posix()
+        return path.resolve().relative_to(registry.bundle_root()).as_posix()
     except ValueError:
         return str(path)
 

@@ -96,18 +96,6 @@ def recipe_dir() -> Path:
     return bundle_root() / "configs"
 
 
-def __getattr__(name: str) -> Path:
-    """``REPO_ROOT``, ``BUNDLED_DIR`` and ``RECIPE_DIR``: the bundle's folders, found anew on each access.
-
-    ``REPO_ROOT`` is the bundle root (the repository root in a source checkout), against which
-    a card's ``recipe`` path is relative.
-    """
-    folders = {"REPO_ROOT": bundle_root, "BUNDLED_DIR": bundled_dir, "RECIPE_DIR": recipe_dir}
-    if name in folders:
-        return folders[name]()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def user_registry_dir() -> Path:
     """The folder of user-exported entries: ``$ZOO_HOME/registry``."""
     return zoo_home() / "registry"
