@@ -125,6 +125,7 @@ def test_bad_settings_fail_when_built(settings, message):
 
 def test_settings_round_trip_through_plain_data():
     settings = SolverSettings(method="rk4", step_size=0.25, options={"perturb": False})
-    assert SolverSettings.coerce(settings.as_dict()) == settings
+    assert SolverSettings.coerce(settings.as_dict()) == settings.resolve()
+    assert SolverSettings.coerce(settings.resolve().as_dict()) == settings.resolve()
     with pytest.raises(ValueError, match="unknown solver settings \\['tol'\\]"):
         SolverSettings.coerce({"tol": 1e-3})

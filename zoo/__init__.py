@@ -1,7 +1,17 @@
-"""neural-ode-zoo: continuous-depth models as PyTorch Lightning modules, with pretrained weights."""
+"""neural-ode-zoo: continuous-depth models as PyTorch Lightning modules, with pretrained weights.
+
+``zoo.load``, ``zoo.list_models`` and ``zoo.info`` import the hub (and Lightning) on first use,
+so that ``import zoo.ode`` stays plain PyTorch.
+"""
 
 __version__ = "0.1.0"
 
-from zoo.hub import info, list_models, load
-
 __all__ = ["__version__", "info", "list_models", "load"]
+
+
+def __getattr__(name: str):
+    if name in ("info", "list_models", "load"):
+        from zoo import hub
+
+        return getattr(hub, name)
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")

@@ -33,7 +33,6 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from zoo.data.toys import ToyDataModule
-from zoo.ode import ODEBlock
 
 #: Most trajectories :func:`plot_flow` draws by default.
 MAX_TRAJECTORIES = 200
@@ -109,9 +108,12 @@ def subsample(n: int, limit: int) -> torch.Tensor:
 
 @contextlib.contextmanager
 def evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and no gradients inside; every submodule's mode and ODE counts restored after."""
+    """Eval mode and no gradients inside; every submodule's mode restored after.
+
+    The solves made inside count in no training step: a step's NFE are the stats of the solves
+    it records itself (:class:`zoo.models.base.ZooModule`).
+    """
     modes = [(module, module.training) for module in model.modules()]
-    counts = [(block, block.nfe) for block in model.modules() if isinstance(block, ODEBlock)]
     model.eval()
     try:
         with torch.no_grad():
@@ -119,8 +121,6 @@ def evaluating(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes:
             module.training = training
-        for block, count in counts:
-            block.nfe = count
 
 
 def _placement(model: torch.nn.Module) -> dict:

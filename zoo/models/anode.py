@@ -17,11 +17,11 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import ClassVar
 
 from torch import nn
 
 from zoo.models.classifier import Classifier
-from zoo.models.hparams import save_plain_hyperparameters
 from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
 
 ANODE_SOLVER = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "adjoint": True}
@@ -56,10 +56,13 @@ class ANODE(Classifier):
         augment_dim: Zero channels appended to the image before the ODE.
         dynamics: The ODE function on ``channels + augment_dim`` channels; default the paper's
             ``anode_conv`` (Conv1x1-ReLU-Conv3x3-ReLU-Conv1x1, time as a channel) with 64 filters.
-        solver: Default dopri5 at rtol = atol = 1e-3 with the adjoint, as in the paper.
+        solver: What it leaves unset: dopri5 at rtol = atol = 1e-3 with the adjoint, as in the paper.
         integration_time: End time of the ODE, which starts at 0.
         weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
     """
+
+    head = "net.head.1"
+    default_dynamics: ClassVar[dict] = {"name": "anode_conv", "hidden_dims": [64]}
 
     def __init__(
         self,
@@ -72,15 +75,17 @@ class ANODE(Classifier):
         weights: str | None = None,
     ) -> None:
         super().__init__(num_classes)
-        dynamics = DynamicsSpec.coerce(dynamics or {"name": "anode_conv", "hidden_dims": [64]})
-        solver = SolverSettings.coerce(solver or ANODE_SOLVER)
-        save_plain_hyperparameters(self)
+        dynamics = DynamicsSpec.coerce(dynamics or self.default_dynamics)
+        solver = SolverSettings.coerce(solver, defaults=ANODE_SOLVER)
+        self.save_arguments({"input_shape": input_shape, "num_classes": num_classes,
+                             "augment_dim": augment_dim, "dynamics": dynamics, "solver": solver,
+                             "integration_time": integration_time})
         self.net = augmented_ode_then_linear(input_shape, num_classes, augment_dim, dynamics, solver,
                                              integration_time)
         self.load_weights(weights)
 
 
-class VectorODEClassifier(Classifier):
+class VectorODEClassifier(ANODE):
     """ODE classifier of feature vectors: (augmented) ODE on the features, linear head.
 
     Args:
@@ -90,11 +95,13 @@ class VectorODEClassifier(Classifier):
         dynamics: The ODE function on ``d + augment_dim`` features; default ``concat_mlp`` with
             hidden widths [32, 32] as in Dupont et al.'s toys. ``antisymmetric`` and
             ``hamiltonian`` give Haber & Ruthotto's stable networks.
-        solver: Default dopri5 at rtol = atol = 1e-3 with the adjoint; ``leapfrog`` with a
-            ``step_size`` for ``hamiltonian``.
+        solver: What it leaves unset: dopri5 at rtol = atol = 1e-3 with the adjoint; ``leapfrog``
+            with a ``step_size`` for ``hamiltonian``.
         integration_time: End time of the ODE, which starts at 0.
         weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
     """
+
+    default_dynamics: ClassVar[dict] = {"name": "concat_mlp", "hidden_dims": [32, 32]}
 
     def __init__(
         self,
@@ -106,10 +113,4 @@ class VectorODEClassifier(Classifier):
         integration_time: float = 1.0,
         weights: str | None = None,
     ) -> None:
-        super().__init__(num_classes)
-        dynamics = DynamicsSpec.coerce(dynamics or {"name": "concat_mlp", "hidden_dims": [32, 32]})
-        solver = SolverSettings.coerce(solver or ANODE_SOLVER)
-        save_plain_hyperparameters(self)
-        self.net = augmented_ode_then_linear(input_shape, num_classes, augment_dim, dynamics, solver,
-                                             integration_time)
-        self.load_weights(weights)
+        super().__init__(input_shape, num_classes, augment_dim, dynamics, solver, integration_time, weights)

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from zoo.models.classifier import Classifier
-from zoo.models.hparams import save_plain_hyperparameters
 from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
 from zoo.ode.dynamics import group_norm
 
@@ -76,6 +75,10 @@ def stem_body_head(in_channels: int, width: int, body: nn.Module, num_classes: i
     )
 
 
+#: The layer of :func:`classification_head` that depends on the number of classes, in ``net``.
+HEAD_LINEAR = "net.head.4"
+
+
 class ODENet(Classifier):
     """ODE-Net image classifier: stem, one ODE block, head.
 
@@ -89,6 +92,8 @@ class ODENet(Classifier):
         weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
     """
 
+    head = HEAD_LINEAR
+
     def __init__(
         self,
         input_shape: Sequence[int] = (1, 28, 28),
@@ -101,7 +106,8 @@ class ODENet(Classifier):
     ) -> None:
         super().__init__(num_classes)
         dynamics, solver = DynamicsSpec.coerce(dynamics), SolverSettings.coerce(solver)
-        save_plain_hyperparameters(self)
+        self.save_arguments({"input_shape": input_shape, "num_classes": num_classes, "width": width,
+                             "dynamics": dynamics, "solver": solver, "integration_time": integration_time})
         block = ODEBlock(dynamics.build(width), solver, t0=0.0, t1=integration_time)
         self.net = stem_body_head(input_shape[0], width, block, num_classes)
         self.load_weights(weights)
@@ -118,6 +124,8 @@ class ResNet(Classifier):
         weights: Pretrained weights to start from: a zoo name, a safetensors path or a URL.
     """
 
+    head = HEAD_LINEAR
+
     def __init__(
         self,
         input_shape: Sequence[int] = (1, 28, 28),
@@ -127,7 +135,8 @@ class ResNet(Classifier):
         weights: str | None = None,
     ) -> None:
         super().__init__(num_classes)
-        save_plain_hyperparameters(self)
+        self.save_arguments({"input_shape": input_shape, "num_classes": num_classes, "width": width,
+                             "num_blocks": num_blocks})
         body = nn.Sequential(*(ResBlock(width) for _ in range(num_blocks)))
         self.net = stem_body_head(input_shape[0], width, body, num_classes)
         self.load_weights(weights)

@@ -6,84 +6,37 @@ The block can also augment its state with zeros first: Dupont et al. 2019, "Augm
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchdiffeq import odeint, odeint_adjoint
 
+from zoo.ode.solve import Context, ODESolveError, State, solve
 from zoo.ode.solvers import SolverSettings
+from zoo.ode.stats import SolveStats
 
-_FAILURES = (
-    ("underflow in dt", "the step size underflowed (the dynamics are stiff or diverging)"),
-    ("non-finite values", "the state became NaN or infinite"),
-    ("max_num_steps exceeded", "the solver took its maximum number of steps (solver.max_steps)"),
-)
-
-
-class ODESolveError(RuntimeError):
-    """A solve that could not reach its end time: stiff, diverging or out of steps."""
-
-
-@dataclass
-class EvaluationCount:
-    """Function evaluations of one forward call and of the backward pass that follows it.
-
-    Attributes:
-        forward: Evaluations during the forward solve.
-        backward: Evaluations during backpropagation: adjoint-solve evaluations, or
-            vector-Jacobian products through recorded evaluations without the adjoint.
-        t_reached: The last time the forward solve evaluated the dynamics at.
-    """
-
-    forward: int = 0
-    backward: int = 0
-    t_reached: torch.Tensor | None = None
-    solving: bool = False
-
-    def count_backward(self, grad: torch.Tensor) -> None:
-        """Gradient hook on an evaluation's output: one more backward evaluation."""
-        self.backward += 1
-
-
-class _CountedDynamics(nn.Module):
-    """Wraps the dynamics for one solve, counting evaluations into ``count``."""
-
-    def __init__(self, dynamics: nn.Module, count: EvaluationCount, hook_backward: bool) -> None:
-        super().__init__()
-        self.dynamics = dynamics
-        self.count = count
-        self.hook_backward = hook_backward
-
-    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        count = self.count
-        if not count.solving:
-            count.backward += 1
-            return self.dynamics(t, y)
-        count.forward += 1
-        count.t_reached = t.detach()
-        out = self.dynamics(t, y)
-        if self.hook_backward and out.requires_grad:
-            out.register_hook(count.count_backward)
-        return out
+__all__ = ["ODEBlock", "ODESolveError"]
 
 
 class ODEBlock(nn.Module):
-    """Integrates ``dy/dt = dynamics(t, y)`` from ``t0`` to ``t1``, or along a time grid.
+    """The ``nn.Module`` face of :func:`zoo.ode.solve`: integrates ``dynamics`` from ``t0`` to ``t1``.
 
     Args:
-        dynamics: The vector field, an ``nn.Module`` called as ``dynamics(t, y)``.
-        solver: Method, tolerances and adjoint; default dopri5 at 1e-3, no adjoint.
+        dynamics: The vector field, an ``nn.Module`` called as ``dynamics(t, y)`` (or
+            ``dynamics(t, y, context)`` when :meth:`forward` gets a context).
+        solver: Method, step control and adjoint; unset fields: dopri5 at 1e-3, no adjoint.
         t0: Start time: the input is the state at ``t0``.
         t1: End time of :meth:`forward` without a grid; may be below ``t0``.
         augment_dim: Zero channels (images) or features (vectors) appended along dim 1 of the
-            input before solving: ANODE (Dupont et al. 2019) when positive. The dynamics must
-            then be built for the state's ``dim + augment_dim``, and the block returns augmented
-            states, the appended part included.
+            input (of its first component, for a tuple state) before solving: ANODE (Dupont et
+            al. 2019) when positive. The dynamics must then be built for the state's
+            ``dim + augment_dim``, and the block returns augmented states.
+        learn_t1: Make the end time a parameter, ``end_time``, trained with the rest (Chen et
+            al.'s fractional depth, FFJORD's ``train_T``); its gradient is exact, direct and
+            adjoint.
     """
 
     def __init__(self, dynamics: nn.Module, solver: SolverSettings | None = None,
-                 t0: float = 0.0, t1: float = 1.0, *, augment_dim: int = 0) -> None:
+                 t0: float = 0.0, t1: float = 1.0, *, augment_dim: int = 0, learn_t1: bool = False) -> None:
         super().__init__()
         if t0 == t1:
             raise ValueError(f"ODEBlock needs t1 != t0, got t0 = t1 = {t0}")
@@ -93,26 +46,30 @@ class ODEBlock(nn.Module):
         self.dynamics = dynamics
         self.solver = SolverSettings.coerce(solver)
         self.t0, self.t1 = float(t0), float(t1)
-        self.nfe = EvaluationCount()
+        self.end_time = nn.Parameter(torch.tensor(float(t1))) if learn_t1 else None
+        self.last_stats = SolveStats()
 
     @property
     def nfe_forward(self) -> int:
-        """Function evaluations of the latest forward call."""
-        return self.nfe.forward
+        """Function evaluations of the latest forward call (a LightningModule sums a whole step's)."""
+        return self.last_stats.nfe_forward
 
     @property
     def nfe_backward(self) -> int:
         """Function evaluations of the backward pass of the latest forward call."""
-        return self.nfe.backward
+        return self.last_stats.nfe_backward
 
-    def forward(self, x: torch.Tensor, times: Sequence[float] | torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(self, x: State, times: Sequence[float] | torch.Tensor | None = None, *,
+                context: Context = None, step_to_outputs: bool | None = None) -> State:
         """Solves from the state ``x`` at ``t0``, augmented first if ``augment_dim`` > 0.
 
         Args:
-            x: The state at ``t0``; batched, (B, D) or (B, C, H, W), where ``augment_dim`` > 0.
+            x: The state at ``t0``, a tensor or a tuple of them; batched, (B, D) or (B, C, H, W),
+                where ``augment_dim`` > 0.
             times: None for the state at ``t1``; else the times to read the state at, strictly
                 increasing (all >= t0) or strictly decreasing (all <= t0), ``t0`` optional.
+            context: Extra inputs of the dynamics for this call (see :func:`zoo.ode.solve`).
+            step_to_outputs: Whether steps end on ``times`` (see :func:`zoo.ode.solve`).
 
         Returns:
             The state at ``t1``, shaped as ``x`` but for ``augment_dim`` more entries along dim
@@ -122,19 +79,32 @@ class ODEBlock(nn.Module):
             ODESolveError: The solve failed; the message names the time reached and the NFE.
         """
         x = self.augment(x)
+        skip_first = False
+        if times is None and self.end_time is None:
+            grid = [self.t0, self.t1]
+        elif times is None:
+            grid = torch.stack([self.end_time.new_tensor(self.t0), self.end_time])
+        else:
+            grid, skip_first = self._grid(times)
+        try:
+            solution = solve(self.dynamics, x, grid, self.solver, context=context,
+                             step_to_outputs=step_to_outputs)
+        except ODESolveError as error:
+            self.last_stats = error.stats or SolveStats()
+            raise
+        self.last_stats = solution.stats
         if times is None:
-            return self._solve(x, torch.tensor([self.t0, self.t1]), end_state=True)[-1]
-        grid, skip_first = self._grid(times)
-        if len(grid) == 1:
-            self.nfe = EvaluationCount()
-            return x.unsqueeze(0)
-        states = self._solve(x, grid)
-        return states[1:] if skip_first else states
+            return solution.end
+        if skip_first:
+            return tuple(y[1:] for y in solution.ys) if isinstance(x, tuple) else solution.ys[1:]
+        return solution.ys
 
-    def augment(self, x: torch.Tensor) -> torch.Tensor:
+    def augment(self, x: State) -> State:
         """The state the solve starts from: ``x`` with ``augment_dim`` zeros appended along dim 1."""
         if not self.augment_dim:
             return x
+        if isinstance(x, tuple | list):
+            return (self.augment(x[0]), *x[1:])
         if x.dim() < 2:
             raise ValueError(
                 f"augment_dim appends along dim 1 of a batched state, (B, D) or (B, C, H, W); got "
@@ -144,7 +114,7 @@ class ODEBlock(nn.Module):
         return torch.cat([x, zeros], dim=1)
 
     def extra_repr(self) -> str:
-        span = f"t0={self.t0:g}, t1={self.t1:g}"
+        span = f"t0={self.t0:g}, t1={self.t1:g}" + (" (learned)" if self.end_time is not None else "")
         return f"{span}, augment_dim={self.augment_dim}" if self.augment_dim else span
 
     def _grid(self, times: Sequence[float] | torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -161,47 +131,3 @@ class ODEBlock(nn.Module):
                 f"(all <= t0), got {grid[int(skip_first):].tolist()}"
             )
         return grid, skip_first
-
-    def _solve(self, x: torch.Tensor, grid: torch.Tensor, end_state: bool = False) -> torch.Tensor:
-        settings = self.solver
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or _has_grad_params(self.dynamics))
-        if needs_grad and not settings.info.differentiable:
-            raise ValueError(
-                f"{settings.method!r} does not propagate gradients: use it for evaluation "
-                "(under torch.no_grad()) or pick another solver.method"
-            )
-        self.nfe = count = EvaluationCount(solving=True)
-        func = _CountedDynamics(self.dynamics, count, hook_backward=not settings.adjoint)
-        grid = grid.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
-        kwargs = settings.odeint_kwargs()
-        if end_state and settings.info.exact_end:
-            kwargs["options"]["step_t"] = grid[-1:]
-        try:
-            if settings.adjoint:
-                states = odeint_adjoint(func, x, grid, adjoint_params=tuple(self.dynamics.parameters()),
-                                        **kwargs, **settings.adjoint_kwargs())
-            else:
-                states = odeint(func, x, grid, **kwargs)
-        except AssertionError as err:
-            raise self._failure(str(err), grid) from err
-        finally:
-            count.solving = False
-        if not torch.isfinite(states[-1]).all():
-            raise self._failure("non-finite values in the solution", grid)
-        return states
-
-    def _failure(self, message: str, grid: torch.Tensor) -> ODESolveError:
-        reason = next((text for key, text in _FAILURES if key in message), message)
-        count, settings = self.nfe, self.solver
-        reached = "t0" if count.t_reached is None else f"t={float(count.t_reached):.6g}"
-        return ODESolveError(
-            f"ODE solve failed: {reason}. Reached {reached} of [{float(grid[0]):g}, "
-            f"{float(grid[-1]):g}] after {count.forward} function evaluations "
-            f"(method={settings.method}, rtol={settings.rtol:g}, atol={settings.atol:g}). "
-            "Try a looser tolerance or a larger solver.max_steps, a fixed-step method, a smaller "
-            "learning rate, or regularizing the dynamics."
-        )
-
-
-def _has_grad_params(module: nn.Module) -> bool:
-    return any(p.requires_grad for p in module.parameters())

@@ -165,11 +165,19 @@ class Hamiltonian(nn.Module):
         self.activation = make_activation(activation)
 
     def forward(self, t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.half_rate(t, state, "q"), self.half_rate(t, state, "p")], dim=-1)
+
+    def half_rate(self, t: torch.Tensor, state: torch.Tensor, part: str) -> torch.Tensor:
+        """One half of the field: ``dy/dt`` (``part`` "q", from ``z``) or ``dz/dt`` ("p", from ``y``).
+
+        The ``leapfrog`` solver calls it so that each of its kicks and drifts computes the half it
+        needs only.
+        """
         y, z = state.chunk(2, dim=-1)
         kernel = self.kernel.at(t)
-        dy = self.activation(F.linear(z, kernel, self.bias_y.at(t)))
-        dz = -self.activation(F.linear(y, kernel.T, self.bias_z.at(t)))
-        return torch.cat([dy, dz], dim=-1)
+        if part == "q":
+            return self.activation(F.linear(z, kernel, self.bias_y.at(t)))
+        return -self.activation(F.linear(y, kernel.T, self.bias_z.at(t)))
 
 
 def _no_hidden(hidden_dims: Sequence[int] | None, name: str) -> None:
