@@ -133,3 +133,14 @@ def test_missing_data_ends_with_one_clear_message(tmp_path, monkeypatch, capsys)
     message = str(stop.value.code)
     assert message.startswith("zoo: error: ")
     assert str(tmp_path / "empty") in message and "train-images-idx3-ubyte" in message
+
+
+def test_a_failed_adjoint_solve_ends_with_one_line(run_zoo, tmp_path):
+    spheres = CONFIGS / "anode-spheres2d.yaml"
+    failed = run_zoo("fit", "--config", spheres, "--trainer.max_steps", "1", "--trainer.callbacks", "[]",
+                     "--model.init_args.solver.max_steps", "30", "--model.init_args.solver.adjoint_rtol",
+                     "1e-12", "--model.init_args.solver.adjoint_atol", "1e-12", check=False)
+    assert failed.returncode != 0
+    assert "Traceback" not in failed.stderr
+    (line,) = [text for text in failed.stderr.splitlines() if text.startswith("zoo: error: ")]
+    assert "ODE adjoint solve failed" in line and "backward function evaluations" in line

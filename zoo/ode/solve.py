@@ -103,7 +103,7 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
     y0 = _check_state(y0)
     first = y0[0] if isinstance(y0, tuple) else y0
     times = _check_times(times, first)
-    stats = SolveStats(method=settings.info.name, span=(float(times[0]), float(times[-1])))
+    stats = SolveStats(method=settings.info.name, span=(float(times[0].detach()), float(times[-1].detach())))
     log_solve(stats)
     if len(times) == 1:
         return Solution(_map(lambda y: y.unsqueeze(0), y0), times, stats)
@@ -163,12 +163,15 @@ def failure_message(error: str, stats: SolveStats, settings: SolverSettings, bac
     return f"{head}: {reason}. Reached {at} {where}. {_ADVICE}"
 
 
-class _Field(nn.Module):
-    """The dynamics as the solver sees them, for one solve: counts, context, time map, callbacks."""
+class _Field:
+    """The dynamics as the solver sees them, for one solve: counts, context, time map, callbacks.
+
+    A plain callable, not an ``nn.Module``: it is called at every evaluation, and the adjoint is
+    given its parameters explicitly.
+    """
 
     def __init__(self, dynamics, stats: SolveStats, context: Context, settings: SolverSettings,
                  learned_times: torch.Tensor | None) -> None:
-        super().__init__()
         self.dynamics = dynamics
         self.stats = stats
         self.context = context
@@ -192,24 +195,25 @@ class _Field(nn.Module):
         return times[k] + (s - k) * scale, scale
 
     def _call(self, s: torch.Tensor, y: State, evaluate: Callable) -> State:
-        t, scale = self._time(s)
+        t, scale = (s, None) if self.times is None else self._time(s)
         stats = self.stats
         if self.solving:
             stats.nfe_forward += 1
-            stats._t_forward = t.detach()
+            stats._t_forward = t
         else:
             stats.nfe_backward += 1
-            stats._t_backward = t.detach()
+            stats._t_backward = t
         out = evaluate(t, y)
         if scale is not None:
             out = _map(lambda o: scale * o, out)
         if self.solving and self.hook_backward:
-            grad_out = next((o for o in _flat(out) if o.requires_grad), None)
-            if grad_out is not None:
+            grad_out = out if isinstance(out, torch.Tensor) else next(
+                (o for o in out if o.requires_grad), out[0])
+            if grad_out.requires_grad:
                 grad_out.register_hook(self._count_backward)
         return out
 
-    def forward(self, s: torch.Tensor, y: State) -> State:
+    def __call__(self, s: torch.Tensor, y: State) -> State:
         return self._call(s, y, self._evaluate)
 
     def half_rate(self, s: torch.Tensor, y: torch.Tensor, part: str) -> torch.Tensor:

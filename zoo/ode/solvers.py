@@ -269,8 +269,18 @@ class SolverSettings:
         )
 
     def resolve(self, defaults: Mapping[str, Any] | None = None) -> SolverSettings:
-        """Every field set: this object's own, else ``defaults``' (a family's), else :data:`DEFAULTS`."""
+        """Every field set: this object's own, else ``defaults``' (a family's), else :data:`DEFAULTS`.
+
+        Settings already resolved are returned as they are (a solve resolves its settings on
+        every call).
+        """
+        if self._resolved:
+            return self
         return SolverSettings(**self._filled(defaults or {}))
+
+    @cached_property
+    def _resolved(self) -> bool:
+        return all(getattr(self, name) is not None for name, value in DEFAULTS.items() if value is not None)
 
     @classmethod
     def coerce(cls, value: SolverSettings | Mapping[str, Any] | None,

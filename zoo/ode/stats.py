@@ -52,12 +52,12 @@ class SolveStats:
     @property
     def t_reached(self) -> float | None:
         """The last time the forward solve evaluated the dynamics at; None before the first."""
-        return None if self._t_forward is None else float(self._t_forward)
+        return None if self._t_forward is None else float(self._t_forward.detach())
 
     @property
     def t_reached_backward(self) -> float | None:
         """The last time the adjoint solve (or backpropagation) evaluated the dynamics at."""
-        return None if self._t_backward is None else float(self._t_backward)
+        return None if self._t_backward is None else float(self._t_backward.detach())
 
 
 _FIELDS = ("nfe_forward", "nfe_backward", "steps_accepted", "steps_rejected",
