@@ -115,6 +115,12 @@ def test_learnable_times_on_a_grid_and_in_a_block():
     assert times.grad[1].abs() < 1e-6  # an inner read-out time does not change the end state
     assert times.grad[2] != 0
 
+    # bosh3 (rtol = atol = 1e-3) steps on its outputs by default; rk4's steps must meet the knots
+    for method, error in (("bosh3", 2e-3), ("rk4", 1e-5)):
+        y0 = torch.ones(2, dtype=torch.float64)
+        on_grid = solve(dynamics, y0, times, {"method": method, "step_size": 0.1})
+        assert torch.allclose(on_grid.ys, expected, atol=error)
+
     block = ODEBlock(Decay(), SolverSettings(**ADJOINT), t1=1.0, learn_t1=True)
     block(torch.ones(3, dtype=torch.float64)).sum().backward()
     assert block.end_time.grad is not None and block.end_time.grad != 0

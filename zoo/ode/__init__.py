@@ -12,8 +12,8 @@ Importing the package registers every dynamics, those of :mod:`zoo.ode.stable` i
 from zoo.ode import stable  # noqa: F401  (registers the antisymmetric and hamiltonian dynamics)
 from zoo.ode.block import ODEBlock
 from zoo.ode.dynamics import ACTIVATIONS, DYNAMICS, DynamicsSpec
+from zoo.ode.integrate import ODESolveError, Solution, solve
 from zoo.ode.registry import Registry, UnknownNameError
-from zoo.ode.solve import ODESolveError, Solution, solve
 from zoo.ode.solvers import SOLVERS, AdjointSettings, SolverInfo, SolverSettings, StepControl
 from zoo.ode.stats import SolveLog, SolveStats, recording
 from zoo.ode.times import TimeUnion, gather, pad_times, scatter, union_of_times

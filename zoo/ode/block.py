@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from zoo.ode.solve import Context, ODESolveError, State, solve
+from zoo.ode.integrate import Context, ODESolveError, State, solve
 from zoo.ode.solvers import SolverSettings
 from zoo.ode.stats import SolveStats
 

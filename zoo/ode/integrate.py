@@ -7,12 +7,13 @@ States are tensors or tuples of tensors. Extra inputs of the dynamics (a conditi
 noise probe drawn once per solve) are the explicit ``context``: the dynamics are called as
 ``dynamics(t, y, context)``, and the adjoint computes the gradients of the context's tensors
 too. Times that require a gradient (a learnable end time) are differentiated exactly, directly
-and by the adjoint, by solving on a fixed grid ``s = 0, 1, ..., n`` with the times as a
-piecewise-linear function ``t(s)``: ``dy/ds = t'(s) f(t(s), y)``.
+and by the adjoint: each interval between them is solved on ``s`` in [0, 1] with ``t(s)``
+linear, ``dy/ds = t'(s) f(t(s), y)``, and the times enter through ``t(s)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -121,25 +122,40 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
             f"{settings.method!r} does not propagate gradients: use it for evaluation "
             "(under torch.no_grad()) or pick another solver.method"
         )
-    field = _Field(dynamics, stats, context, settings, times if learn_times else None)
-    grid = torch.arange(len(times), dtype=times.dtype, device=times.device) if learn_times \
-        else times.detach()
+    adjoint_params = (*params, *(t for t in (*context_tensors, times) if t.requires_grad))
+    if learn_times:  # one solve per interval, each on s in [0, 1] with its own t(s)
+        unit = torch.tensor([0.0, 1.0], dtype=times.dtype, device=times.device)
+        states, y = [y0], y0
+        for k in range(len(times) - 1):
+            field = _Field(dynamics, stats, context, settings, times[k:k + 2])
+            ends = _integrate(field, y, unit, settings, step_to_outputs, adjoint_params)
+            y = _map(lambda out: out[-1], ends)
+            states.append(y)
+        tuple_state = isinstance(y0, tuple)
+        ys = tuple(torch.stack(parts) for parts in zip(*states)) if tuple_state else torch.stack(states)
+    else:
+        field = _Field(dynamics, stats, context, settings, None)
+        ys = _integrate(field, y0, times.detach(), settings, step_to_outputs, adjoint_params)
+    if not all(torch.isfinite(y[-1]).all() for y in _flat(ys)):
+        raise ODESolveError(failure_message("non-finite values in the solution", stats, settings), stats)
+    return Solution(ys, times, stats)
+
+
+def _integrate(field: _Field, y0: State, grid: torch.Tensor, settings: SolverSettings,
+               step_to_outputs: bool | None, adjoint_params: tuple[torch.Tensor, ...]) -> State:
+    """One torchdiffeq solve of ``field`` along ``grid``, its failures as :class:`ODESolveError`."""
     kwargs = _odeint_kwargs(settings, grid, step_to_outputs, field)
+    stats = field.stats
     field.solving = True
     try:
         if settings.adjoint_solve is not None:
-            extra = tuple(t for t in (*context_tensors, times) if t.requires_grad)
-            ys = odeint_adjoint(field, y0, grid, adjoint_params=(*params, *extra), **kwargs,
-                                **_adjoint_kwargs(settings.adjoint_solve, settings, stats))
-        else:
-            ys = odeint(field, y0, grid, **kwargs)
+            return odeint_adjoint(field, y0, grid, adjoint_params=adjoint_params, **kwargs,
+                                  **_adjoint_kwargs(settings.adjoint_solve, settings, stats))
+        return odeint(field, y0, grid, **kwargs)
     except AssertionError as err:
         raise ODESolveError(failure_message(str(err), stats, settings), stats) from err
     finally:
         field.solving = False
-    if not all(torch.isfinite(y[-1]).all() for y in _flat(ys)):
-        raise ODESolveError(failure_message("non-finite values in the solution", stats, settings), stats)
-    return Solution(ys, times, stats)
 
 
 def failure_message(error: str, stats: SolveStats, settings: SolverSettings, backward: bool = False) -> str:
@@ -185,14 +201,11 @@ class _Field:
             self._set_step_callbacks(adjoint.method.adaptive, "_adjoint",
                                      ("steps_accepted_backward", "steps_rejected_backward"))
 
-    def _time(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The real time at solver time ``s``, and ``dt/ds`` (None: the solver's time is real)."""
-        times = self.times
-        if times is None:
-            return s, None
-        k = s.detach().floor().clamp(0, len(times) - 2).long()
-        scale = times[k + 1] - times[k]
-        return times[k] + (s - k) * scale, scale
+    def _time(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real time at solver time ``s`` in [0, 1] of a learned interval, and ``dt/ds``."""
+        start, end = self.times
+        scale = end - start
+        return start + s * scale, scale
 
     def _call(self, s: torch.Tensor, y: State, evaluate: Callable) -> State:
         t, scale = (s, None) if self.times is None else self._time(s)
@@ -260,11 +273,12 @@ class _Field:
 def _odeint_kwargs(settings: SolverSettings, grid: torch.Tensor, step_to_outputs: bool | None,
                    field: _Field) -> dict[str, Any]:
     info, step = settings.info, settings.step
+    if field.times is not None and step.step_size is not None:  # s in [0, 1] spans the interval
+        length = float((field.times[1] - field.times[0]).detach().abs())
+        step = dataclasses.replace(step, step_size=step.step_size / length)
     options = info.options(step, settings.method_options)
     if step_to_outputs is None:
         step_to_outputs = (len(grid) == 2 and info.exact_end) or info.steps_on_outputs
-    if field.times is not None and len(grid) > 2 and info.exact_end:
-        options["jump_t"] = grid[1:-1]  # t'(s) jumps where one interval of times meets the next
     if step_to_outputs and info.exact_end:
         options["step_t"] = grid[1:]
     elif step_to_outputs and not info.adaptive and "step_size" in options:
