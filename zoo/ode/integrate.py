@@ -104,7 +104,7 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
     y0 = _check_state(y0)
     first = y0[0] if isinstance(y0, tuple) else y0
     times = _check_times(times, first)
-    stats = SolveStats(method=settings.info.name, span=(float(times[0].detach()), float(times[-1].detach())))
+    stats = SolveStats(method=settings.info.name, _times=times)
     log_solve(stats)
     if len(times) == 1:
         return Solution(_map(lambda y: y.unsqueeze(0), y0), times, stats)

@@ -35,7 +35,6 @@ class SolveStats:
         steps_accepted_backward: Steps the adjoint solve kept.
         steps_rejected_backward: Steps the adjoint solve refused.
         method: The method that solved forward.
-        span: (start, end) of the forward solve.
     """
 
     nfe_forward: int = 0
@@ -45,9 +44,16 @@ class SolveStats:
     steps_accepted_backward: int = 0
     steps_rejected_backward: int = 0
     method: str = ""
-    span: tuple[float, float] = (0.0, 0.0)
+    _times: torch.Tensor | None = field(default=None, repr=False)
     _t_forward: torch.Tensor | None = field(default=None, repr=False)
     _t_backward: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """(start, end) of the forward solve; read only when asked, so a solve never syncs for it."""
+        if self._times is None:
+            return (0.0, 0.0)
+        return float(self._times[0].detach()), float(self._times[-1].detach())
 
     @property
     def t_reached(self) -> float | None:
