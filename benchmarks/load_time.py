@@ -44,7 +44,7 @@ def warm(name: str, runs: int) -> tuple[list[float], list[float]]:
     from safetensors.torch import load_file
 
     import zoo
-    from zoo.hub.cards import import_class
+    from zoo.families import model_class
 
     card = zoo.info(name)
     path = card.weights_location()
@@ -55,7 +55,7 @@ def warm(name: str, runs: int) -> tuple[list[float], list[float]]:
         zoo.load(name)
         zoo_times.append(time.perf_counter() - start)
         start = time.perf_counter()
-        model = import_class(card.model)(**card.init_args)
+        model = model_class(card.model)(**card.init_args)
         model.load_state_dict(load_file(path))
         model.eval()
         reference_times.append(time.perf_counter() - start)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from zoo.hub.cards import import_class
+from zoo.families import datamodule_class, model_class
 
 
 def main() -> None:
@@ -31,11 +31,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     recipe = yaml.safe_load(Path(args.config).read_text())
-    datamodule = import_class(recipe["data"]["class_path"])(**recipe["data"].get("init_args", {}))
+    datamodule = datamodule_class(recipe["data"]["class_path"])(**recipe["data"].get("init_args", {}))
     init_args = dict(recipe["model"].get("init_args") or {})
     init_args.update(input_shape=datamodule.input_shape, num_classes=datamodule.num_classes)
     torch.manual_seed(args.seed)
-    model = import_class(recipe["model"]["class_path"])(**init_args)
+    model = model_class(recipe["model"]["class_path"])(**init_args)
     batch = args.batch_size or datamodule.batch_size
     inputs = torch.randn(batch, *datamodule.input_shape)
     labels = torch.randint(0, datamodule.num_classes, (batch,))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import pydoc
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.conftest import CONFIGS, REPO
 from tests.ddp_probe import DDPProbe, load_records
 from zoo.data import FashionMNISTDataModule
-from zoo.hub.cards import import_class
 from zoo.models import ANODE, ODENet, VectorODEClassifier
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_gloo_available(), reason="needs gloo")
@@ -300,7 +300,7 @@ def test_zoo_fit_ddp_matches_one_process(family, run_zoo, tmp_path):
     settings = yaml.safe_load(recipe.read_text())["optimizer"]
     reference = copy.deepcopy(model)
     reference.load_state_dict(records[0]["states"][0])
-    optimizer = import_class(settings["class_path"])(reference.parameters(), **settings["init_args"])
+    optimizer = pydoc.locate(settings["class_path"])(reference.parameters(), **settings["init_args"])
     for step in range(STEPS):
         loss_and_gradients(reference, together([r["train_batches"][step] for r in records]))
         optimizer.step()

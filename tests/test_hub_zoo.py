@@ -21,8 +21,8 @@ import zoo
 from tests.conftest import CONFIGS, REPO
 from tests.test_cli import SLICE
 from tests.test_data_images import write_cifar
+from zoo.families import datamodule_class, model_class
 from zoo.hub import ModelCard, WeightsMismatchError, WeightsNotTrainedError
-from zoo.hub.cards import import_class
 from zoo.models import Classifier
 
 BUNDLED_DIR = REPO / "checkpoints"
@@ -59,14 +59,14 @@ def test_card_schema(name):
     card = zoo.info(name)
     saved = {f.name for f in dataclasses.fields(ModelCard)} - {"source", "path"}
     assert set(card.as_dict()) == saved
-    model = import_class(card.model)(**card.init_args)
+    model = model_class(card.model)(**card.init_args)
     assert sum(p.numel() for p in model.parameters()) == card.num_params
     assert dict(model.hparams) == card.init_args  # every constructor argument is on the card
     recipe = yaml.safe_load((REPO / card.recipe).read_text())
     assert recipe["model"]["class_path"] == card.model
     assert recipe["data"]["class_path"] == card.datamodule
     assert_contains(card.init_args, recipe["model"].get("init_args") or {})
-    datamodule = import_class(card.datamodule)(**recipe["data"].get("init_args", {}))
+    datamodule = datamodule_class(card.datamodule)(**recipe["data"].get("init_args", {}))
     assert (datamodule.display_name, datamodule.preprocessing) == (card.dataset, card.preprocessing)
     assert card.init_args["input_shape"] == list(datamodule.input_shape)
     if card.trained:
@@ -91,7 +91,7 @@ def assert_contains(full: dict, partial: dict, where: str = "init_args") -> None
 def slice_accuracy(model, card: ModelCard, data_dir: Path) -> float:
     """Accuracy on the first SLICE_SIZE test points, with the recipe's data settings."""
     recipe = yaml.safe_load((REPO / card.recipe).read_text())
-    data_class = import_class(card.datamodule)
+    data_class = datamodule_class(card.datamodule)
     kwargs = {**recipe["data"].get("init_args", {}), "num_workers": 0}
     if "data_dir" in inspect.signature(data_class).parameters:  # image data: the real files
         kwargs.update(data_dir=str(data_dir), download=False)
@@ -171,7 +171,7 @@ def test_export_then_load_through_the_cli(run_zoo, tmp_path, isolated_zoo_home, 
     assert model.card.source == "user"
     trained = torch.load(last, weights_only=True)["state_dict"]
     assert all(torch.equal(trained[k], v) for k, v in model.state_dict().items())
-    datamodule = import_class(card["datamodule"])(data_dir=str(fmnist_data_dir), num_workers=0)
+    datamodule = datamodule_class(card["datamodule"])(data_dir=str(fmnist_data_dir), num_workers=0)
     datamodule.setup("test")
     correct = 0
     with torch.no_grad():

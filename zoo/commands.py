@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from zoo import hub
+from zoo.hub import registry
 from zoo.hub.export import ExportSettings, export_checkpoint
 
 COMMANDS = ("list", "info", "export", "nfe-plot")
@@ -55,15 +56,15 @@ def _parser() -> argparse.ArgumentParser:
 def _list(options: argparse.Namespace) -> None:
     rows = [("name", "weights", "test_acc", "params", "dataset", "source")]
     for name in hub.list_models(options.pattern, options.pretrained):
-        card = hub.info(name)
-        accuracy = card.metrics.get("test_acc")
+        entry = registry.summary(name)
+        accuracy = entry.metrics.get("test_acc")
         rows.append((
             name,
-            "yes" if card.trained else "-",
+            "yes" if entry.trained else "-",
             f"{accuracy:.4f}" if accuracy is not None else "-",
-            f"{card.num_params:,}",
-            card.dataset,
-            card.source,
+            f"{entry.num_params:,}" if entry.num_params is not None else "-",
+            entry.dataset,
+            entry.source,
         ))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:

@@ -31,6 +31,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
 
 from zoo.data.splits import SplitDataModule
+from zoo.families import register_datamodule
+from zoo.hub.files import atomic_path
 
 #: Environment variable naming the data folder when ``data_dir`` is not given.
 DATA_DIR_ENV = "ZOO_DATA"
@@ -144,15 +146,9 @@ def _check_classes(classes: Sequence[int], names: Sequence[str]) -> tuple[int, .
 
 
 def _atomic_gunzip(src: Path, dst: Path) -> None:
-    """Decompress ``src`` to ``dst`` through a temporary file in ``dst``'s folder."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, gzip.open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, length=1 << 20)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Decompress ``src`` to ``dst`` atomically and durably (see :func:`zoo.hub.files.atomic_path`)."""
+    with atomic_path(dst) as tmp, open(tmp, "wb") as out, gzip.open(src, "rb") as inp:
+        shutil.copyfileobj(inp, out, length=1 << 20)
 
 
 class ImageDataModule(SplitDataModule):
@@ -404,6 +400,7 @@ class ImageDataModule(SplitDataModule):
         return self.val_size > 0
 
 
+@register_datamodule
 class MNISTDataModule(ImageDataModule):
     """MNIST handwritten digits: 60000 train / 10000 test grey 28x28 images.
 
@@ -422,6 +419,7 @@ class MNISTDataModule(ImageDataModule):
     _files = _IDX_FILES
 
 
+@register_datamodule
 class FashionMNISTDataModule(ImageDataModule):
     """Fashion-MNIST clothing images: 60000 train / 10000 test grey 28x28 images.
 
@@ -470,6 +468,7 @@ class FashionMNISTDataModule(ImageDataModule):
         )
 
 
+@register_datamodule
 class CIFAR10DataModule(ImageDataModule):
     """CIFAR-10: 50000 train / 10000 test colour 32x32 images of 10 object classes.
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from zoo.data.splits import SplitDataModule
+from zoo.families import register_datamodule
 
 #: Names of the splits, in the order of their random streams.
 SPLITS = ("train", "val", "test")
@@ -289,6 +290,7 @@ class ToyDataModule(SplitDataModule):
 # ---------------------------------------------------------------- data sets
 
 
+@register_datamodule
 class SpheresDataModule(ToyDataModule):
     """Dupont et al.'s concentric spheres g(x) in R^dim.
 
@@ -380,6 +382,7 @@ class SpheresDataModule(ToyDataModule):
         return x, np.repeat([0, 1], [n_in, n_out])
 
 
+@register_datamodule
 class SwissRollDataModule(ToyDataModule):
     """Haber & Ruthotto's swiss roll: two interleaved spirals in the plane, one per class.
 
@@ -448,6 +451,7 @@ class SwissRollDataModule(ToyDataModule):
         return x, labels
 
 
+@register_datamodule
 class PeaksDataModule(ToyDataModule):
     """Haber & Ruthotto's peaks: points in [-3, 3]^2 labelled by level classes of ``peaks(x, y)``.
 
@@ -513,6 +517,7 @@ class PeaksDataModule(ToyDataModule):
         return x, self.label(x)
 
 
+@register_datamodule
 class EllipsesDataModule(ToyDataModule):
     """Concentric ellipses: points labelled by the elliptic ring they lie in.
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from lightning import LightningModule
 
+from zoo.families import model_class
 from zoo.hub import registry
-from zoo.hub.cards import CardError, ModelCard, import_class
+from zoo.hub.cards import CardError, ModelCard
 from zoo.hub.files import WeightsSourceError, WeightsVerificationError, zoo_home
 from zoo.hub.weights import (
     WeightsMismatchError,
@@ -69,7 +70,7 @@ def load(name: str, pretrained: bool = True, weights: str | None = None) -> Ligh
         WeightsVerificationError: The weights file is not the one the card names.
     """
     card = registry.get(name)
-    model = import_class(card.model)(**card.init_args)
+    model = model_class(card.model)(**card.init_args)
     if weights is not None:
         path, _ = resolve(weights)
         what = weights

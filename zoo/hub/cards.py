@@ -8,14 +8,16 @@ metrics.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
+
+from zoo.families import ForeignClassError, datamodule_class, model_class
 
 CARD_VERSION = 1
 _NAME = re.compile(r"^[a-z0-9]+(?:[a-z0-9_]*[a-z0-9])?-[a-z0-9][a-z0-9_-]*$")
@@ -85,18 +87,37 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "bundled", path: Path | None = None) -> ModelCard:
-        """Reads a card's fields, failing with the names of missing or unknown ones."""
+        """Reads and validates a card's fields.
+
+        Raises:
+            CardError: A field is missing, unknown or of the wrong type; the sha256 is not 64 hex
+                digits; the weights path leaves the card's folder; the model or data module is
+                not one of the zoo's registered classes.
+        """
+        where = path or (data.get("name") if isinstance(data, dict) else None) or "a card"
+        if not isinstance(data, dict):
+            raise CardError(f"model card {where} must be a JSON object, not {type(data).__name__}")
         saved = {f.name for f in dataclasses.fields(cls)} - {"source", "path"}
         required = {f.name for f in dataclasses.fields(cls) if _required(f)}
-        where = path or data.get("name", "a card")
         if missing := sorted(required - data.keys()):
             raise CardError(f"model card {where} lacks the fields {missing}")
         if unknown := sorted(data.keys() - saved):
             raise CardError(f"model card {where} has unknown fields {unknown}")
+        for key, value in data.items():
+            _check_field(where, key, value)
         card = cls(**data, source=source, path=path)
         check_name(card.name)
         if (card.weights is None) != (card.sha256 is None):
             raise CardError(f"model card {where} must give both weights and sha256, or neither")
+        if card.version != CARD_VERSION:
+            raise CardError(f"model card {where} has format version {card.version}; this zoo reads "
+                            f"{CARD_VERSION}")
+        _check_weights_location(where, card.weights)
+        for lookup, class_path in ((model_class, card.model), (datamodule_class, card.datamodule)):
+            try:
+                lookup(class_path)
+            except ForeignClassError as error:
+                raise CardError(f"model card {where}: {error}") from None
         return card
 
     @classmethod
@@ -127,15 +148,6 @@ def check_name(name: str) -> None:
         )
 
 
-def import_class(path: str) -> type:
-    """The class at an import path such as ``zoo.models.ODENet``."""
-    module, _, name = path.rpartition(".")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as error:
-        raise CardError(f"cannot import {path!r}: {error}") from error
-
-
 def card_from_recipe(config: Path, root: Path) -> ModelCard:
     """The architecture-only card of the recipe ``config`` (``configs/<name>.yaml``).
 
@@ -143,14 +155,14 @@ def card_from_recipe(config: Path, root: Path) -> ModelCard:
     """
     try:
         recipe = yaml.safe_load(config.read_text())
-        model_class = import_class(recipe["model"]["class_path"])
-        data_class = import_class(recipe["data"]["class_path"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        model_cls = model_class(recipe["model"]["class_path"])
+        data_cls = datamodule_class(recipe["data"]["class_path"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ForeignClassError) as error:
         raise CardError(f"cannot read the recipe {config}: {error}") from error
-    datamodule = data_class(**recipe["data"].get("init_args", {}))
+    datamodule = data_cls(**recipe["data"].get("init_args", {}))
     init_args = dict(recipe["model"].get("init_args") or {})
     init_args.update(input_shape=list(datamodule.input_shape), num_classes=datamodule.num_classes)
-    model = model_class(**init_args)
+    model = model_cls(**init_args)
     relative = config.resolve().relative_to(root.resolve()).as_posix()
     return ModelCard(
         name=config.stem,
@@ -167,6 +179,69 @@ def card_from_recipe(config: Path, root: Path) -> ModelCard:
     )
 
 
+def recipe_dataset(config: Path) -> str:
+    """The data set a recipe trains on, from its data module alone (no model is built)."""
+    try:
+        recipe = yaml.safe_load(config.read_text())
+        data_cls = datamodule_class(recipe["data"]["class_path"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ForeignClassError) as error:
+        raise CardError(f"cannot read the recipe {config}: {error}") from error
+    return data_cls(**recipe["data"].get("init_args", {})).display_name
+
+
 def count_parameters(model) -> int:
     """Number of parameters of a module."""
     return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _check_field(where: object, key: str, value: Any) -> None:
+    kinds, optional = _FIELD_TYPES[key]
+    if value is None and optional:
+        return
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        names = " or ".join(kind.__name__ for kind in kinds) + (" or null" if optional else "")
+        raise CardError(f"model card {where}: field {key!r} must be {names}, not {value!r:.80}")
+    if key == "sha256" and not _SHA256.fullmatch(value):
+        raise CardError(
+            f"model card {where}: sha256 must be the full hex digest, 64 digits 0-9a-f, not {value!r:.80}; "
+            "a shorter or empty hash would check fewer bits of the weights or none"
+        )
+    if key == "metrics":
+        bad = [k for k, v in value.items() if isinstance(v, bool) or not isinstance(v, int | float)]
+        if bad:
+            raise CardError(f"model card {where}: metrics {bad} must be numbers")
+
+
+def _check_weights_location(where: object, weights: str | None) -> None:
+    """A URL, or a plain relative path that stays inside the card's folder."""
+    if weights is None or urllib.parse.urlsplit(weights).scheme in ("http", "https", "file"):
+        return
+    relative = PurePosixPath(weights)
+    if (not weights or relative.is_absolute() or PureWindowsPath(weights).is_absolute() or "\\" in weights
+            or ":" in weights or any(part in ("..", ".") for part in relative.parts)):
+        raise CardError(
+            f"model card {where}: weights {weights!r} must be an http(s)/file URL or a file name inside "
+            "the card's folder (no absolute path, no '..')"
+        )
+
+
+#: Saved field -> (accepted types, whether null is allowed).
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {
+    "name": ((str,), False),
+    "model": ((str,), False),
+    "init_args": ((dict,), False),
+    "datamodule": ((str,), False),
+    "dataset": ((str,), False),
+    "preprocessing": ((dict,), False),
+    "num_params": ((int,), False),
+    "recipe": ((str,), True),
+    "recipe_command": ((str,), True),
+    "weights": ((str,), True),
+    "sha256": ((str,), True),
+    "metrics": ((dict,), False),
+    "metrics_command": ((str,), True),
+    "training": ((dict,), False),
+    "notes": ((str,), False),
+    "version": ((int,), False),
+}
+_SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -7,8 +7,6 @@ card's metrics are measured on the exported weights, never typed in.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,15 +16,19 @@ import yaml
 from lightning import LightningDataModule, LightningModule, Trainer
 from safetensors.torch import save_file
 
+from zoo.families import ForeignClassError, datamodule_class, model_class, public_path
 from zoo.hub import registry
-from zoo.hub.cards import CardError, ModelCard, check_name, count_parameters, import_class
+from zoo.hub.cards import CardError, ModelCard, check_name, count_parameters
 from zoo.hub.files import (
     WeightsSourceError,
     atomic_path,
+    commit,
+    folder_lock,
     hash_prefix_in_name,
     hashed_name,
-    make_readable,
     sha256_of,
+    sync_folder,
+    temporary_beside,
 )
 from zoo.hub.weights import load_state
 
@@ -66,23 +68,23 @@ def export_checkpoint(checkpoint: Path, name: str, settings: ExportSettings | No
     recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path else {}
     model_hparams = dict(stored.get("hyper_parameters") or {})
     data_hparams = dict(stored.get("datamodule_hyper_parameters") or {})
-    model_class = _class_path(model_hparams, recipe, "model", checkpoint)
-    data_class = _class_path(data_hparams, recipe, "data", checkpoint)
+    model_cls = _registered(model_class, model_hparams, recipe, "model", checkpoint)
+    data_cls = _registered(datamodule_class, data_hparams, recipe, "data", checkpoint)
     init_args = {k: v for k, v in model_hparams.items() if not k.startswith("_") and k != "weights"}
-    model = import_class(model_class)(**init_args)
+    model = _build(model_cls, init_args, checkpoint)
     load_state(model, stored["state_dict"], f"in {checkpoint}")
     data_args = _plain_args(data_hparams) or dict(recipe.get("data", {}).get("init_args") or {})
     data_args.update(settings.data_overrides)
     if settings.data_dir is not None:
         data_args["data_dir"] = settings.data_dir
-    datamodule = import_class(data_class)(**data_args)
+    datamodule = _build(data_cls, data_args, checkpoint)
     recipe_name = _repo_relative(recipe_path) if recipe_path else None
     recipe_command = settings.recipe_command or (f"zoo fit --config {recipe_name}" if recipe_name else None)
     card = ModelCard(
         name=name,
-        model=model_class,
+        model=public_path(model_cls),
         init_args=dict(model.hparams),
-        datamodule=data_class,
+        datamodule=public_path(data_cls),
         dataset=datamodule.display_name,
         preprocessing=datamodule.preprocessing,
         num_params=count_parameters(model),
@@ -112,14 +114,27 @@ def _default_recipe(name: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def _class_path(hparams: dict[str, Any], recipe: dict[str, Any], key: str, checkpoint: Path) -> str:
+def _registered(lookup, hparams: dict[str, Any], recipe: dict[str, Any], key: str, checkpoint: Path) -> type:
+    """The zoo class that the checkpoint's hyperparameters (or else the recipe) name; never imported."""
     class_path = hparams.get("_class_path") or (recipe.get(key) or {}).get("class_path")
     if not class_path:
         raise CardError(
             f"cannot tell which {key} class made {checkpoint}: its hyperparameters do not say and "
             "no recipe was found; pass the training config with --recipe"
         )
-    return class_path
+    try:
+        return lookup(class_path)
+    except ForeignClassError as error:
+        raise CardError(f"{checkpoint} names a {key} class the zoo does not build: {error}") from None
+
+
+def _build(cls: type, arguments: dict[str, Any], checkpoint: Path) -> Any:
+    try:
+        return cls(**arguments)
+    except TypeError as error:
+        raise CardError(
+            f"the hyperparameters stored in {checkpoint} do not fit {cls.__name__}: {error}"
+        ) from error
 
 
 def _plain_args(hparams: dict[str, Any]) -> dict[str, Any]:
@@ -164,25 +179,25 @@ def _training_facts(stored: dict[str, Any], checkpoint: Path) -> dict[str, Any]:
 
 
 def _write(model: LightningModule, card: ModelCard, out_dir: Path) -> ModelCard:
-    """Weights first (renamed after their hash), the card last, each atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Weights first (named after their hash), then the card, each atomically and durably.
+
+    The entry's lock is held throughout, so concurrent exports of one name leave the card and
+    weights of one of them, and no other weights file of that name.
+    """
     state = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{card.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata={"zoo_name": card.name, "model": card.model})
-        make_readable(Path(tmp))  # after saving: safetensors recreates the file
-        card.sha256 = sha256_of(Path(tmp))
-        card.weights = hashed_name(card.name, card.sha256)
-        os.replace(tmp, out_dir / card.weights)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    card_path = out_dir / f"{card.name}.json"
-    with atomic_path(card_path) as tmp_card:
-        tmp_card.write_text(card.to_json())
-    card.path = card_path
-    for old in out_dir.glob(f"{card.name}-*.safetensors"):
-        replaced = hash_prefix_in_name(old.name) and old.stem.rsplit("-", 1)[0] == card.name
-        if replaced and old.name != card.weights:
-            old.unlink()
+    with folder_lock(out_dir):
+        with temporary_beside(out_dir / f"{card.name}.safetensors") as tmp:
+            save_file(state, str(tmp), metadata={"zoo_name": card.name, "model": card.model})
+            card.sha256 = sha256_of(tmp)
+            card.weights = hashed_name(card.name, card.sha256)
+            commit(tmp, out_dir / card.weights)
+        card_path = out_dir / f"{card.name}.json"
+        with atomic_path(card_path) as tmp_card:
+            tmp_card.write_text(card.to_json())
+        card.path = card_path
+        for old in out_dir.glob(f"{card.name}-*.safetensors"):
+            replaced = hash_prefix_in_name(old.name) and old.stem.rsplit("-", 1)[0] == card.name
+            if replaced and old.name != card.weights:
+                old.unlink()
+        sync_folder(out_dir)
     return card

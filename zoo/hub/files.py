@@ -1,4 +1,4 @@
-"""Weight files: hashes, hash-prefixed names, atomic writes and the download cache.
+"""Weight files: hashes, hash-prefixed names, atomic, durable writes and the download cache.
 
 Every weights file is a safetensors file. A file named by a model card is checked against the
 card's full sha256 whenever it is read. A download is checked against the hash its card gives,
@@ -9,11 +9,12 @@ the cache only if it checks out. A local file given by path has no published has
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import http.client
 import os
 import re
-import tempfile
+import secrets
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,23 +92,68 @@ def verify(path: Path, sha256: str | None, what: str) -> str:
 
 @contextmanager
 def atomic_path(destination: Path) -> Iterator[Path]:
-    """A temporary path beside ``destination``, renamed onto it only if the block succeeds."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
-    os.close(fd)
-    make_readable(Path(tmp))
+    """A temporary path beside ``destination``, moved onto it durably only if the block succeeds.
+
+    See :func:`temporary_beside` and :func:`commit`: a reader sees the old file or the whole new
+    one, and after a crash or power loss the folder holds one of the two, never a torn file.
+    """
+    with temporary_beside(destination) as tmp:
+        yield tmp
+        commit(tmp, destination)
+
+
+@contextmanager
+def temporary_beside(destination: Path) -> Iterator[Path]:
+    """A new, empty, uniquely named hidden file in ``destination``'s folder, removed at the end.
+
+    It is created with the permissions of an ordinary new file (``0o666`` less the umask), so a
+    committed file is as readable as one written in place.
+    """
+    folder = destination.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{destination.name}.{secrets.token_hex(8)}.part"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
-        yield Path(tmp)
-        os.replace(tmp, destination)
+        yield tmp
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
-def make_readable(path: Path) -> None:
-    """Gives a temporary file the permissions of an ordinary new file (mkstemp makes it 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+def commit(tmp: Path, destination: Path) -> None:
+    """Flushes ``tmp`` to disk, renames it onto ``destination`` and flushes the folder's entry."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, destination)
+    sync_folder(destination.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """Flushes a folder's entries (a rename or unlink in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Holds an exclusive lock on a registry or cache folder while its entries are written.
+
+    Writers (two ``zoo export --name X`` at once, say) take turns, so an entry they leave is
+    the whole of one of them. The lock is ``flock`` on the folder itself (no lock file is
+    left behind), released by the kernel if the process dies.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def is_url(source: str) -> bool:
@@ -172,7 +218,7 @@ def _cache_name(name: str, sha256: str) -> str:
 
 
 def _download(url: str, destination: Path, expected: str) -> None:
-    with atomic_path(destination) as tmp:
+    with folder_lock(destination.parent), atomic_path(destination) as tmp:
         digest = hashlib.sha256()
         try:
             with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:

@@ -20,9 +20,10 @@ import importlib.metadata
 import os
 import sysconfig
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from zoo.hub.cards import CardError, ModelCard, card_from_recipe
+from zoo.hub.cards import CardError, ModelCard, card_from_recipe, recipe_dataset
 from zoo.hub.files import zoo_home
 from zoo.ode.registry import UnknownNameError, unknown_name_message
 
@@ -135,8 +136,43 @@ def names(pattern: str | None = None, pretrained: bool = False) -> list[str]:
     if pattern:
         selected = [name for name in selected if fnmatch.fnmatchcase(name, pattern)]
     if pretrained:
-        selected = [name for name in selected if get(name).trained]
+        selected = [name for name in selected if summary(name).trained]
     return selected
+
+
+@dataclass(frozen=True)
+class EntrySummary:
+    """What ``zoo list`` shows of an entry, read from its card or recipe without building a model.
+
+    Attributes:
+        name: The zoo name.
+        trained: Whether the entry has weights.
+        metrics: The card's test metrics (none for a recipe).
+        num_params: The card's parameter count; ``None`` for a recipe (counting means building).
+        dataset: The data set's name.
+        source: ``recipe``, ``bundled`` or ``user``.
+    """
+
+    name: str
+    trained: bool
+    metrics: dict[str, float]
+    num_params: int | None
+    dataset: str
+    source: str
+
+
+def summary(name: str) -> EntrySummary:
+    """The listing of the entry ``name``: its card as it is, or its recipe's data set."""
+    root = bundle_root()
+    sources = _sources(root)
+    if name not in sources:
+        raise UnknownNameError(unknown_name_message("zoo model", name, sorted(sources)))
+    layer, path = sources[name]
+    if path is not None:
+        card = get(name)
+        return EntrySummary(name, card.trained, card.metrics, card.num_params, card.dataset, layer)
+    dataset = recipe_dataset(root / "configs" / f"{name}.yaml")
+    return EntrySummary(name, False, {}, None, dataset, layer)
 
 
 def get(name: str) -> ModelCard:

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from torch import nn
 
+from zoo.families import register_model
 from zoo.models.classifier import Classifier
 from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
 
@@ -47,6 +48,7 @@ def augmented_ode_then_linear(
     return nn.Sequential(OrderedDict(body=block, head=head))
 
 
+@register_model
 class ANODE(Classifier):
     """ANODE (or, with ``augment_dim=0``, NODE) image classifier: ODE on the image, linear head.
 
@@ -85,6 +87,7 @@ class ANODE(Classifier):
         self.load_weights(weights)
 
 
+@register_model
 class VectorODEClassifier(ANODE):
     """ODE classifier of feature vectors: (augmented) ODE on the features, linear head.
 

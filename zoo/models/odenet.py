@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from zoo.families import register_model
 from zoo.models.classifier import Classifier
 from zoo.ode import DynamicsSpec, ODEBlock, SolverSettings
 from zoo.ode.dynamics import group_norm
@@ -79,6 +80,7 @@ def stem_body_head(in_channels: int, width: int, body: nn.Module, num_classes: i
 HEAD_LINEAR = "net.head.4"
 
 
+@register_model
 class ODENet(Classifier):
     """ODE-Net image classifier: stem, one ODE block, head.
 
@@ -113,6 +115,7 @@ class ODENet(Classifier):
         self.load_weights(weights)
 
 
+@register_model
 class ResNet(Classifier):
     """The residual baseline of ODE-Net: the same stem and head around residual blocks.
 
