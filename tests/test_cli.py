@@ -130,7 +130,8 @@ def test_missing_data_ends_with_one_clear_message(tmp_path, monkeypatch, capsys)
     with pytest.raises(SystemExit) as stop:
         main(["fit", "--config", str(ODENET), "--data.init_args.data_dir", str(tmp_path / "empty"),
               "--data.init_args.download", "false", "--trainer.max_steps", "1"])
-    message = str(stop.value.code)
+    assert stop.value.code == 2
+    (message,) = capsys.readouterr().err.splitlines()[-1:]
     assert message.startswith("zoo: error: ")
     assert str(tmp_path / "empty") in message and "train-images-idx3-ubyte" in message
 

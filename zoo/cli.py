@@ -17,28 +17,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
 from zoo import commands
-from zoo.data import DataNotFoundError
-from zoo.hub import (
-    CardError,
-    WeightsMismatchError,
-    WeightsNotTrainedError,
-    WeightsSourceError,
-    WeightsVerificationError,
-)
-from zoo.ode import ODESolveError
-from zoo.ode.registry import UnknownNameError
-
-#: Errors that end the program with their message alone: bad input, not bugs.
-USER_ERRORS = (
-    DataNotFoundError,
-    ODESolveError,
-    CardError,
-    UnknownNameError,
-    WeightsMismatchError,
-    WeightsNotTrainedError,
-    WeightsSourceError,
-    WeightsVerificationError,
-)
+from zoo.cli_messages import error_line
 
 
 class LoggedConfig(SaveConfigCallback):
@@ -78,8 +57,9 @@ class ZooCLI(LightningCLI):
 def main(args: list[str] | None = None) -> None:
     """Runs the command line ``args`` (default: the process's own arguments).
 
-    Missing data, failed solves and bad weights end the program with their message, not a
-    traceback.
+    Bad input (a config value, an unknown name, a missing file, a failed solve, bad weights)
+    ends the program with one line ``zoo: error: ...`` on stderr and exit code 2, not a
+    traceback; anything else is a bug and keeps its traceback.
     """
     command = sys.argv[1:] if args is None else list(args)
     try:
@@ -88,21 +68,11 @@ def main(args: list[str] | None = None) -> None:
         else:
             _run(args)
     except Exception as error:
-        cause = _user_error(error)
-        if cause is None:
+        message = error_line(error)
+        if message is None:
             raise
-        raise SystemExit(f"zoo: error: {cause}") from error
-
-
-def _user_error(error: BaseException) -> BaseException | None:
-    """The bad-input error behind ``error``, also when jsonargparse wrapped it while instantiating."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, USER_ERRORS):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+        print(f"zoo: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _run(args: list[str] | None) -> None:
@@ -113,5 +83,12 @@ def _run(args: list[str] | None) -> None:
         subclass_mode_data=True,
         save_config_callback=LoggedConfig,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs=_raising_parsers(),
         args=args,
     )
+
+
+def _raising_parsers() -> dict:
+    """Parser arguments that make jsonargparse raise its errors (for :func:`error_line`)."""
+    return {"exit_on_error": False, **{name: {"exit_on_error": False} for name in ZooCLI.subcommands()}}
+

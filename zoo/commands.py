@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import NoReturn
 
 from zoo import hub
+from zoo.cli_messages import UsageError
 from zoo.hub import registry
 from zoo.hub.export import ExportSettings, export_checkpoint
 
@@ -19,8 +21,15 @@ def run(args: list[str]) -> None:
     options.handler(options)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises its errors (:class:`~zoo.cli_messages.UsageError`) for one-line reporting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description="The pretrained registry of neural-ode-zoo.")
+    parser = _Parser(prog="zoo", description="The pretrained registry of neural-ode-zoo.")
     commands = parser.add_subparsers(required=True)
 
     listing = commands.add_parser("list", help="names of the zoo's entries")
@@ -100,6 +109,6 @@ def _nfe_plot(options: argparse.Namespace) -> None:
     for item in options.runs:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
-            raise SystemExit(f"zoo nfe-plot: error: expected LABEL=RUN_DIR, got {item!r}")
+            raise UsageError(f"nfe-plot: expected LABEL=RUN_DIR, got {item!r}")
         runs[label] = Path(path)
     print(f"wrote {save_nfe_plot(runs, options.out)}")

@@ -33,6 +33,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from zoo.data.toys import ToyDataModule
+from zoo.errors import SettingError
 
 #: Most trajectories :func:`plot_flow` draws by default.
 MAX_TRAJECTORIES = 200
@@ -100,7 +101,7 @@ def subsample(n: int, limit: int) -> torch.Tensor:
         ``range(n)`` when ``n <= limit``, else ``limit`` distinct increasing indices.
     """
     if limit < 1:
-        raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        raise SettingError(f"limit must be a positive integer, got {limit!r}")
     if n <= limit:
         return torch.arange(n)
     return torch.arange(limit) * n // limit
@@ -175,11 +176,11 @@ def plot_flow(model: torch.nn.Module, points: torch.Tensor, labels: torch.Tensor
     """
     blocks = model.ode_blocks()
     if not blocks:
-        raise ValueError(f"plot_flow needs a model with an ODE block; {type(model).__name__} has none")
+        raise SettingError(f"plot_flow needs a model with an ODE block; {type(model).__name__} has none")
     if points.dim() != 2 or points.shape[1] not in (1, 2):
-        raise ValueError(f"plot_flow draws 1-D or 2-D inputs, (n, 1) or (n, 2); got {tuple(points.shape)}")
+        raise SettingError(f"plot_flow draws 1-D or 2-D inputs, (n, 1) or (n, 2); got {tuple(points.shape)}")
     if int(num_times) != num_times or num_times < 2:
-        raise ValueError(f"num_times must be an integer >= 2, got {num_times!r}")
+        raise SettingError(f"num_times must be an integer >= 2, got {num_times!r}")
     block = blocks[0]
     keep = subsample(len(points), max_points)
     points, labels = points[keep], labels[keep].cpu().numpy()
@@ -248,7 +249,7 @@ def plot_decision_regions(model: torch.nn.Module, datamodule: ToyDataModule, res
         ValueError: The data are not 1-D or 2-D.
     """
     if tuple(datamodule.input_shape) not in ((1,), (2,)):
-        raise ValueError(f"plot_decision_regions draws 1-D or 2-D data; {datamodule.display_name} has "
+        raise SettingError(f"plot_decision_regions draws 1-D or 2-D data; {datamodule.display_name} has "
                          f"input_shape {tuple(datamodule.input_shape)}")
     points, labels = datamodule.make_split("test")
     colors = class_colors(datamodule.num_classes)
@@ -330,7 +331,7 @@ def read_nfe(path: Path) -> dict[str, tuple[list[int], list[float]]]:
             pairs = [(int(float(row["step"])), float(row[column])) for row in rows if row.get(column)]
             series[direction] = ([step for step, _ in pairs], [nfe for _, nfe in pairs])
     if "forward" not in series:
-        raise ValueError(f"{path} logs no NFE per training step (no column {NFE_COLUMNS['forward'][0]})")
+        raise SettingError(f"{path} logs no NFE per training step (no column {NFE_COLUMNS['forward'][0]})")
     return series
 
 
@@ -351,7 +352,7 @@ def plot_nfe(runs: Mapping[str, Path]) -> Figure:
         ValueError: No runs, or a run's file logs no forward NFE.
     """
     if not runs:
-        raise ValueError("plot_nfe needs at least one run")
+        raise SettingError("plot_nfe needs at least one run")
     figure, (axes,) = new_figure(1, width=7.0, height=4.0)
     colors = class_colors(len(runs))
     for (name, path), color in zip(runs.items(), colors):
@@ -437,9 +438,9 @@ class FlowPictures(Callback):
     def __init__(self, every_n_epochs: int = 0, resolution: int = 150) -> None:
         super().__init__()
         if isinstance(every_n_epochs, bool) or int(every_n_epochs) != every_n_epochs or every_n_epochs < 0:
-            raise ValueError(f"every_n_epochs must be an integer >= 0, got {every_n_epochs!r}")
+            raise SettingError(f"every_n_epochs must be an integer >= 0, got {every_n_epochs!r}")
         if isinstance(resolution, bool) or int(resolution) != resolution or resolution < 2:
-            raise ValueError(f"resolution must be an integer >= 2, got {resolution!r}")
+            raise SettingError(f"resolution must be an integer >= 2, got {resolution!r}")
         self.every_n_epochs = int(every_n_epochs)
         self.resolution = int(resolution)
         self.folder: Path | None = None

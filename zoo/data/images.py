@@ -31,6 +31,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
 
 from zoo.data.splits import SplitDataModule
+from zoo.errors import SettingError
 from zoo.families import register_datamodule
 from zoo.hub.files import atomic_path
 
@@ -130,18 +131,18 @@ def _check_classes(classes: Sequence[int], names: Sequence[str]) -> tuple[int, .
         f"{i}={name!r}" for i, name in enumerate(names)
     )
     if isinstance(classes, str | bytes) or not isinstance(classes, Sequence):
-        raise ValueError(f"classes must be a list of class indices or None, got {classes!r}; {valid}")
+        raise SettingError(f"classes must be a list of class indices or None, got {classes!r}; {valid}")
     if len(classes) == 0:
-        raise ValueError(f"classes must not be empty (None means all classes); {valid}")
+        raise SettingError(f"classes must not be empty (None means all classes); {valid}")
     bad = [c for c in classes if isinstance(c, bool) or not isinstance(c, numbers.Integral)]
     if bad:
-        raise ValueError(f"classes must be integers, got {bad}; {valid}")
+        raise SettingError(f"classes must be integers, got {bad}; {valid}")
     out_of_range = [int(c) for c in classes if not 0 <= c < n]
     if out_of_range:
-        raise ValueError(f"classes {out_of_range} are out of range; {valid}")
+        raise SettingError(f"classes {out_of_range} are out of range; {valid}")
     repeated = sorted({int(c) for c in classes if classes.count(c) > 1})
     if repeated:
-        raise ValueError(f"classes {repeated} are given more than once; {valid}")
+        raise SettingError(f"classes {repeated} are given more than once; {valid}")
     return tuple(int(c) for c in classes)
 
 
@@ -223,11 +224,11 @@ class ImageDataModule(SplitDataModule):
         """
         super().__init__()
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise SettingError(f"batch_size must be positive, got {batch_size}")
         if val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {val_size}")
+            raise SettingError(f"val_size must be >= 0, got {val_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise SettingError(f"num_workers must be >= 0, got {num_workers}")
         self.classes = None if classes is None else _check_classes(classes, self.class_names)
         self.num_classes = self.dataset_num_classes if self.classes is None else len(self.classes)
         self.save_hyperparameters()
@@ -362,7 +363,7 @@ class ImageDataModule(SplitDataModule):
             of = f"of the {n} train images"
             if self.classes is not None:
                 of += f" of classes {list(self.classes)}"
-            raise ValueError(
+            raise SettingError(
                 f"val_size={self.val_size} leaves no training images ({of}); "
                 f"val_size must be less than {n}"
             )

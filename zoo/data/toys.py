@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from zoo.data.splits import SplitDataModule
+from zoo.errors import SettingError
 from zoo.families import register_datamodule
 
 #: Names of the splits, in the order of their random streams.
@@ -44,15 +45,15 @@ _RAW_INPUTS = {"inputs": "raw coordinates, no normalization", "normalize": None}
 def _check_int(name: str, value: Any, minimum: int) -> None:
     """Raise ValueError unless ``value`` is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise SettingError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise SettingError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _check_positive(name: str, value: float) -> None:
     """Raise ValueError unless ``value`` is a finite number > 0."""
     if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise SettingError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 # ---------------------------------------------------------------- sampling helpers
@@ -70,7 +71,7 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
         as ``SeedSequence(seed).spawn(3)[SPLITS.index(split)]``.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise SettingError(f"split must be one of {SPLITS}, got {split!r}")
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SPLITS.index(split),)))
 
 
@@ -268,10 +269,11 @@ class ToyDataModule(SplitDataModule):
             ValueError: The data are not 2-D, or an argument is out of range.
         """
         if self.input_shape != (2,):
-            raise ValueError(f"grid() needs 2-D data; {self.display_name} has input_shape {self.input_shape}")
+            raise SettingError(f"grid() needs 2-D data; "
+                               f"{self.display_name} has input_shape {self.input_shape}")
         _check_int("resolution", resolution, 2)
         if not math.isfinite(margin) or margin < 0:
-            raise ValueError(f"margin must be a finite number >= 0, got {margin!r}")
+            raise SettingError(f"margin must be a finite number >= 0, got {margin!r}")
         axes = [
             torch.linspace(low - margin * (high - low), high + margin * (high - low), resolution)
             for low, high in self.bounds
@@ -343,7 +345,7 @@ class SpheresDataModule(ToyDataModule):
         ):
             _check_positive(name, radius)
         if not inner_radius < gap_radius < outer_radius:
-            raise ValueError(
+            raise SettingError(
                 "radii must satisfy 0 < inner_radius < gap_radius < outer_radius, got "
                 f"inner_radius={inner_radius}, gap_radius={gap_radius}, outer_radius={outer_radius}"
             )
@@ -424,7 +426,7 @@ class SwissRollDataModule(ToyDataModule):
         super().__init__(num_val, num_test, batch_size, seed, num_workers)
         _check_int("num_per_class", num_per_class, 1)
         if not math.isfinite(noise) or noise < 0:
-            raise ValueError(f"noise must be a finite number >= 0, got {noise!r}")
+            raise SettingError(f"noise must be a finite number >= 0, got {noise!r}")
         self.num_per_class = num_per_class
         self.noise = float(noise)
         self.input_shape = (2,)

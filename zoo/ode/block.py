@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from zoo.errors import SettingError
 from zoo.ode.integrate import Context, ODESolveError, State, solve
 from zoo.ode.solvers import SolverSettings
 from zoo.ode.stats import SolveStats
@@ -39,9 +40,9 @@ class ODEBlock(nn.Module):
                  t0: float = 0.0, t1: float = 1.0, *, augment_dim: int = 0, learn_t1: bool = False) -> None:
         super().__init__()
         if t0 == t1:
-            raise ValueError(f"ODEBlock needs t1 != t0, got t0 = t1 = {t0}")
+            raise SettingError(f"ODEBlock needs t1 != t0, got t0 = t1 = {t0}")
         if isinstance(augment_dim, bool) or int(augment_dim) != augment_dim or augment_dim < 0:
-            raise ValueError(f"augment_dim must be a non-negative integer, got {augment_dim!r}")
+            raise SettingError(f"augment_dim must be a non-negative integer, got {augment_dim!r}")
         self.augment_dim = int(augment_dim)
         self.dynamics = dynamics
         self.solver = SolverSettings.coerce(solver)
@@ -106,7 +107,7 @@ class ODEBlock(nn.Module):
         if isinstance(x, tuple | list):
             return (self.augment(x[0]), *x[1:])
         if x.dim() < 2:
-            raise ValueError(
+            raise SettingError(
                 f"augment_dim appends along dim 1 of a batched state, (B, D) or (B, C, H, W); got "
                 f"shape {tuple(x.shape)}"
             )
@@ -120,13 +121,13 @@ class ODEBlock(nn.Module):
     def _grid(self, times: Sequence[float] | torch.Tensor) -> tuple[torch.Tensor, bool]:
         grid = torch.as_tensor(times, dtype=torch.float64).detach().flatten().cpu()
         if grid.numel() == 0:
-            raise ValueError("times is empty; give at least one time to read the state at")
+            raise SettingError("times is empty; give at least one time to read the state at")
         skip_first = bool(grid[0] != self.t0)
         if skip_first:
             grid = torch.cat([torch.tensor([self.t0], dtype=grid.dtype), grid])
         steps = grid[1:] - grid[:-1]
         if not ((steps > 0).all() or (steps < 0).all()):
-            raise ValueError(
+            raise SettingError(
                 f"times must be strictly increasing (all >= t0={self.t0}) or strictly decreasing "
                 f"(all <= t0), got {grid[int(skip_first):].tolist()}"
             )

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.errors import SettingError
 from zoo.ode.registry import Registry
 
 DynamicsBuilder = Callable[..., nn.Module]
@@ -36,7 +37,7 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 def make_activation(name: str) -> nn.Module:
     """A fresh activation module by name; unknown names fail with the valid ones."""
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
+        raise SettingError(f"unknown activation {name!r}; valid: {', '.join(sorted(ACTIVATIONS))}")
     return ACTIVATIONS[name]()
 
 
@@ -148,9 +149,9 @@ def _hidden(hidden_dims: Sequence[int] | None, default: list[int], name: str,
             count: int | None = None) -> list[int]:
     widths = list(default if hidden_dims is None else hidden_dims)
     if count is not None and len(widths) != count:
-        raise ValueError(f"{name} takes {count} hidden width(s), got hidden_dims={widths}")
+        raise SettingError(f"{name} takes {count} hidden width(s), got hidden_dims={widths}")
     if any(int(w) != w or w < 1 for w in widths):
-        raise ValueError(f"{name}: hidden_dims must be positive integers, got {widths}")
+        raise SettingError(f"{name}: hidden_dims must be positive integers, got {widths}")
     return [int(w) for w in widths]
 
 
@@ -173,7 +174,7 @@ class DynamicsSpec:
         accepted = [p for p in inspect.signature(builder).parameters if p not in ("dim", "hidden_dims")]
         unknown = sorted(set(self.options) - set(accepted))
         if unknown:
-            raise ValueError(
+            raise SettingError(
                 f"dynamics {self.name!r} has no option(s) {unknown}; its options are {accepted}"
             )
 

@@ -23,6 +23,7 @@ from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
+from zoo.errors import SettingError
 from zoo.ode.solvers import AdjointSettings, SolverInfo, SolverSettings, StepControl
 from zoo.ode.stats import SolveStats, log_solve
 
@@ -109,7 +110,7 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
     if len(times) == 1:
         return Solution(_map(lambda y: y.unsqueeze(0), y0), times, stats)
     if settings.info.symplectic and isinstance(y0, tuple):
-        raise ValueError(f"{settings.info.name!r} splits one tensor state into (q, p); give it a tensor, "
+        raise SettingError(f"{settings.info.name!r} splits one tensor state into (q, p); give it a tensor, "
                          "not a tuple")
     context_tensors = _tensors(context)
     params = [p for p in getattr(dynamics, "parameters", lambda: [])() if p.requires_grad]
@@ -118,7 +119,7 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
         any(y.requires_grad for y in _flat(y0)) or params or learn_times
         or any(c.requires_grad for c in context_tensors))
     if needs_grad and not settings.info.differentiable:
-        raise ValueError(
+        raise SettingError(
             f"{settings.method!r} does not propagate gradients: use it for evaluation "
             "(under torch.no_grad()) or pick another solver.method"
         )

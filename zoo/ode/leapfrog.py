@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torchdiffeq._impl.solvers import FixedGridODESolver
 
+from zoo.errors import SettingError
+
 
 class Leapfrog(FixedGridODESolver):
     """Velocity-Verlet fixed-grid solver, in torchdiffeq's solver interface.
@@ -40,11 +42,11 @@ class Leapfrog(FixedGridODESolver):
     def __init__(self, func, y0: torch.Tensor, split_dim: int | None = None, half_rate=None,
                  **kwargs) -> None:
         if kwargs.get("interp", "linear") != "linear":
-            raise ValueError("leapfrog reads the trajectory out with interp='linear' only")
+            raise SettingError("leapfrog reads the trajectory out with interp='linear' only")
         super().__init__(func, y0, **kwargs)
         self.split_dim = (1 if y0.dim() >= 2 else 0) if split_dim is None else split_dim
         if y0.shape[self.split_dim] % 2:
-            raise ValueError(
+            raise SettingError(
                 f"leapfrog splits the state into two equal halves (q, p) along dim {self.split_dim}, "
                 f"but that dimension has odd size {y0.shape[self.split_dim]}"
             )

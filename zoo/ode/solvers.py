@@ -29,6 +29,7 @@ from typing import Any
 
 from torchdiffeq._impl.odeint import SOLVERS as _TORCHDIFFEQ_SOLVERS
 
+from zoo.errors import SettingError
 from zoo.ode.leapfrog import Leapfrog
 from zoo.ode.registry import Registry
 
@@ -99,7 +100,7 @@ class SolverInfo:
     def check(self, step: StepControl, adjoint: AdjointSettings | None) -> None:
         """Fails with what to change where the settings do not fit this method."""
         if step.max_steps is not None and not self.adaptive:
-            raise ValueError(
+            raise SettingError(
                 f"solver.max_steps bounds adaptive methods; {self.name!r} takes fixed steps of "
                 "solver.step_size. Drop max_steps or pick an adaptive method "
                 f"({', '.join(n for n in SOLVERS.names() if SOLVERS.get(n).adaptive)})."
@@ -107,15 +108,15 @@ class SolverInfo:
         if adjoint is None:
             return
         if not self.differentiable:
-            raise ValueError(f"{self.name!r} does not propagate gradients; it cannot run the adjoint")
+            raise SettingError(f"{self.name!r} does not propagate gradients; it cannot run the adjoint")
         adjoint.method.check_as_adjoint(adjoint)
 
     def check_as_adjoint(self, adjoint: AdjointSettings) -> None:
         """Fails where this method cannot solve the adjoint as ``adjoint`` asks."""
         if not self.differentiable:
-            raise ValueError(f"solver.adjoint_method {self.name!r} cannot solve the adjoint")
+            raise SettingError(f"solver.adjoint_method {self.name!r} cannot solve the adjoint")
         if adjoint.seminorm and not self.adaptive:
-            raise ValueError(
+            raise SettingError(
                 f"solver.seminorm changes adaptive step control; the adjoint method "
                 f"{self.name!r} takes fixed steps"
             )
@@ -136,7 +137,7 @@ class _Scipy(SolverInfo):
 
     def check(self, step: StepControl, adjoint: AdjointSettings | None) -> None:
         if step.step_size or step.max_steps:
-            raise ValueError(
+            raise SettingError(
                 "scipy_solver controls its own steps: drop solver.step_size and solver.max_steps "
                 "(scipy's min_step/max_step go in solver.options)"
             )
@@ -148,7 +149,7 @@ class _Leapfrog(SolverInfo):
     """Velocity Verlet: splits its state into (q, p), so it cannot integrate an adjoint."""
 
     def check_as_adjoint(self, adjoint: AdjointSettings) -> None:
-        raise ValueError(
+        raise SettingError(
             f"the adjoint of {self.name!r} dynamics is not separable into (q, p): set "
             "solver.adjoint_method to a general method (for example rk4 with step_size, or "
             "dopri5), or solver.adjoint: false to backpropagate through the leapfrog steps"
@@ -182,7 +183,7 @@ _TORCHDIFFEQ_SOLVERS.setdefault("leapfrog", Leapfrog)
 def _check_tolerance(name: str, value: Any) -> None:
     values = value if isinstance(value, list | tuple) else [value]
     if not values or not all(isinstance(v, int | float) and v > 0 and math.isfinite(v) for v in values):
-        raise ValueError(f"solver.{name} must be a positive finite number (or one per state "
+        raise SettingError(f"solver.{name} must be a positive finite number (or one per state "
                          f"component), got {value!r}")
 
 
@@ -239,13 +240,13 @@ class SolverSettings:
             if getattr(self, name) is not None:
                 _check_tolerance(name, getattr(self, name))
         if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
-            raise ValueError(f"solver.step_size must be a positive finite number, got {self.step_size!r}")
+            raise SettingError(f"solver.step_size must be a positive finite number, got {self.step_size!r}")
         if self.max_steps is not None and (int(self.max_steps) != self.max_steps or self.max_steps < 1):
-            raise ValueError(f"solver.max_steps must be a positive integer, got {self.max_steps!r}")
+            raise SettingError(f"solver.max_steps must be a positive integer, got {self.max_steps!r}")
         full = self._filled({})
         if not full["adjoint"] and (full["seminorm"] or full["adjoint_method"] or full["adjoint_rtol"]
                                     or full["adjoint_atol"]):
-            raise ValueError("solver.seminorm and solver.adjoint_* settings need solver.adjoint: true")
+            raise SettingError("solver.seminorm and solver.adjoint_* settings need solver.adjoint: true")
         SOLVERS.get(full["method"]).check(self._step(full), self._adjoint(full))
 
     def _filled(self, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -296,7 +297,7 @@ class SolverSettings:
         elif not isinstance(value, cls):
             unknown = set(value) - set(DEFAULTS)
             if unknown:
-                raise ValueError(f"unknown solver settings {sorted(unknown)}; valid: {list(DEFAULTS)}")
+                raise SettingError(f"unknown solver settings {sorted(unknown)}; valid: {list(DEFAULTS)}")
             value = cls(**value)
         return value.resolve(defaults)
 

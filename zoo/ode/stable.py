@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
+from zoo.errors import SettingError
 from zoo.ode.dynamics import DYNAMICS, make_activation
 
 
@@ -47,9 +48,10 @@ class KernelPath(nn.Module):
     def __init__(self, shape: Sequence[int], fan_in: int, knots: int = 1, span: float = 1.0) -> None:
         super().__init__()
         if isinstance(knots, bool) or int(knots) != knots or knots < 1:
-            raise ValueError(f"knots must be a positive integer, got {knots!r}")
+            raise SettingError(f"knots must be a positive integer, got {knots!r}")
         if not (span > 0 and math.isfinite(span)):
-            raise ValueError(f"span must be a finite time > 0, got {span!r}; set it to the integration time")
+            raise SettingError(f"span must be a finite time > 0, got {span!r}; "
+                               "set it to the integration time")
         self.span = float(span)
         bound = 1 / math.sqrt(fan_in)
         self.values = nn.Parameter(torch.empty(int(knots), *shape).uniform_(-bound, bound))
@@ -115,7 +117,7 @@ class Antisymmetric(nn.Module):
         super().__init__()
         _no_hidden(hidden_dims, "antisymmetric")
         if not (gamma >= 0 and math.isfinite(gamma)):
-            raise ValueError(f"antisymmetric: gamma must be a finite number >= 0, got {gamma!r}")
+            raise SettingError(f"antisymmetric: gamma must be a finite number >= 0, got {gamma!r}")
         self.gamma = float(gamma)
         self.kernel = KernelPath((dim, dim), dim, knots, span)
         self.bias = KernelPath((dim,), dim, knots, span)
@@ -154,7 +156,7 @@ class Hamiltonian(nn.Module):
         super().__init__()
         _no_hidden(hidden_dims, "hamiltonian")
         if dim % 2:
-            raise ValueError(
+            raise SettingError(
                 f"hamiltonian splits the state into two equal halves (y, z), but dim={dim} is odd; "
                 "give it an even width (with ODEBlock's augment_dim, an even dim + augment_dim)"
             )
@@ -182,7 +184,7 @@ class Hamiltonian(nn.Module):
 
 def _no_hidden(hidden_dims: Sequence[int] | None, name: str) -> None:
     if hidden_dims:
-        raise ValueError(
+        raise SettingError(
             f"{name} has no hidden layers (its width is the state's), got hidden_dims="
             f"{list(hidden_dims)}; leave hidden_dims unset"
         )
