@@ -9,6 +9,7 @@ registry (see :mod:`zoo.commands`).
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import yaml
 from lightning import LightningDataModule, LightningModule, Trainer
@@ -18,6 +19,10 @@ from lightning.pytorch.loggers import CSVLogger
 import zoo.models  # noqa: F401  (registers the classes so configs may name them briefly)
 from zoo import commands
 from zoo.cli_messages import error_line
+from zoo.errors import SettingError
+
+#: Names that Lightning's ``ckpt_path`` takes instead of a file.
+LIGHTNING_CKPT_NAMES = ("last", "best", "hpc", "registry")
 
 
 class LoggedConfig(SaveConfigCallback):
@@ -48,6 +53,14 @@ class ZooCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Keeps the configured model arguments (see the class docstring)."""
+
+    def before_instantiate_classes(self) -> None:
+        """Fails before anything is built if a ``--ckpt_path`` file does not exist."""
+        ckpt_path = self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+        if isinstance(ckpt_path, str) and ckpt_path not in LIGHTNING_CKPT_NAMES and "://" not in ckpt_path \
+                and not Path(ckpt_path).is_file():
+            raise SettingError(f"ckpt_path: no checkpoint file {ckpt_path!r}; give the path of a .ckpt file, "
+                               "such as <log dir>/checkpoints/last.ckpt")
 
     def add_arguments_to_parser(self, parser) -> None:
         for name in ("input_shape", "num_classes"):

@@ -272,6 +272,11 @@ class ImageDataModule(SplitDataModule):
             "normalize": {"mean": list(self.mean), "std": list(self.std)},
         }
 
+    @property
+    def random_train_transforms(self) -> bool:
+        """Whether training images are randomly augmented."""
+        return bool(self._augmentations())
+
     def _augmentations(self) -> list[Callable]:
         """Transforms applied to training images (PIL) before the evaluation transform."""
         if not self.augment:

@@ -1,4 +1,4 @@
-"""The loaders that every zoo DataModule shares: seeded shuffling, no empty validation loader."""
+"""The loaders that every zoo DataModule shares: a resumable seeded order, no empty validation loader."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import torch
 from lightning import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from zoo.data.order import EpochSampler, Position, SeededSamples
 
 
 class SplitDataModule(LightningDataModule):
@@ -23,27 +25,51 @@ class SplitDataModule(LightningDataModule):
     val_set: Dataset | None
     test_set: Dataset | None
 
+    #: Passes over the training set made outside a trainer (each gets the next epoch's order).
+    _passes: int = 0
+
     @property
     def has_validation(self) -> bool:
         """Whether the validation split is non-empty."""
         return True
 
-    def _loader(self, dataset: Dataset | None, shuffle: bool = False) -> DataLoader:
+    @property
+    def random_train_transforms(self) -> bool:
+        """Whether training samples are randomly augmented (each is then seeded on its own)."""
+        return False
+
+    def _loader(self, dataset: Dataset | None, sampler: Sampler | None = None) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call setup() with the matching stage before asking for loaders")
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+            sampler=sampler,
+            generator=torch.Generator().manual_seed(self.seed),  # worker seeds: not the global stream
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled training batches, in an order fixed by ``seed``."""
-        return self._loader(self.train_set, shuffle=True)
+        """Shuffled training batches: the order of each epoch and each augmentation fixed by ``seed``.
+
+        A run resumed from a checkpoint, also one saved mid-epoch, sees the batches that the
+        uninterrupted run would have seen (:mod:`zoo.data.order`).
+        """
+        if self.train_set is None:
+            raise RuntimeError("call setup() with the matching stage before asking for loaders")
+        sampler = EpochSampler(len(self.train_set), self.seed, self.batch_size, self._train_position)
+        return self._loader(SeededSamples(self.train_set, self.seed, self.random_train_transforms), sampler)
+
+    def _train_position(self) -> Position:
+        from zoo.training import resume_position  # Lightning's trainer, only when training
+
+        trainer = self.trainer
+        if trainer is not None:
+            return resume_position(trainer)
+        self._passes += 1
+        return self._passes - 1, 0
 
     def val_dataloader(self) -> DataLoader | Sequence[DataLoader]:
         """Validation batches; an empty list when there is no validation split."""
