@@ -1,6 +1,7 @@
 """Tests of zoo.data.images: finding, splitting, transforming and loading image data."""
 
 import gzip
+import hashlib
 import json
 import pickle
 import struct
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 from torchvision import datasets
 
 import zoo.data.images as images
@@ -21,6 +22,7 @@ from zoo.data import (
     ImageDataModule,
     MNISTDataModule,
 )
+from zoo.data.order import EpochSampler
 
 IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -68,6 +70,11 @@ def write_idx(folder: Path, arrays: dict[str, np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in idx_bytes(arrays).items():
         (folder / name).write_bytes(data)
+
+
+def cifar_md5(folder: Path) -> dict[str, str]:
+    """The md5 of each CIFAR-10 file a test wrote: the checksums a data module must be given for them."""
+    return {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in CIFAR_FILES}
 
 
 def write_cifar(folder: Path, per_batch: int = 4, n_test: int = 6) -> dict[str, np.ndarray]:
@@ -361,7 +368,7 @@ def test_dataloader_settings(tmp_path, mnist_arrays):
     dm = MNISTDataModule(data_dir=str(tmp_path), val_size=5, batch_size=3, num_workers=2)
     dm.setup()
     train = dm.train_dataloader()
-    assert isinstance(train.sampler, RandomSampler)
+    assert isinstance(train.sampler, EpochSampler)
     assert train.batch_size == 3
     assert train.num_workers == 2
     assert train.persistent_workers is True
@@ -431,7 +438,8 @@ def test_fit_with_trainer(tmp_path, mnist_arrays):
 
 def test_cifar10_loads_tiny_pickles(tmp_path):
     arrays = write_cifar(tmp_path / "cifar-10-batches-py")
-    dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=4, batch_size=5, num_workers=0)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=4, batch_size=5, num_workers=0,
+                           checksums=cifar_md5(tmp_path / "cifar-10-batches-py"))
     dm.prepare_data()
     dm.setup()
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (16, 4, 6)
@@ -457,7 +465,8 @@ def test_cifar10_classes_tiny_pickles(tmp_path):
     arrays = write_cifar(tmp_path / "cifar-10-batches-py")
     classes = [7, 5, 1]
     dm = CIFAR10DataModule(
-        data_dir=str(tmp_path), val_size=3, batch_size=50, num_workers=0, classes=classes
+        data_dir=str(tmp_path), val_size=3, batch_size=50, num_workers=0, classes=classes,
+        checksums=cifar_md5(tmp_path / "cifar-10-batches-py"),
     )
     assert dm.selected_class_names == ("horse", "dog", "automobile")
     dm.setup()
@@ -472,6 +481,30 @@ def test_cifar10_classes_tiny_pickles(tmp_path):
     assert ys.tolist() == [2, 0, 0]  # the other test images are of classes not kept
     expected = torch.from_numpy(arrays["test_x"][:3]).float().div(255)
     torch.testing.assert_close(unnormalize(xs, dm), expected, atol=1e-5, rtol=0)
+
+
+def test_cifar10_checks_torchvisions_md5_by_default():
+    from torchvision.datasets import CIFAR10
+
+    published = {name: md5 for name, md5 in CIFAR10.train_list + CIFAR10.test_list}
+    published[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
+    assert CIFAR10DataModule().checksums == published
+
+
+@pytest.mark.parametrize("tampered", ["data_batch_3", "test_batch", "batches.meta"])
+def test_cifar10_refuses_a_tampered_file_before_unpickling_it(tmp_path, monkeypatch, tampered):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder)
+    checksums = cifar_md5(folder)
+    (folder / tampered).write_bytes((folder / tampered).read_bytes() + b"\x00")
+    unpickled = []
+    monkeypatch.setattr(pickle, "load", lambda *args, **kwargs: unpickled.append(args))
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), val_size=4, num_workers=0, checksums=checksums)
+    with pytest.raises(DataNotFoundError, match=f"{tampered} fails its md5 check"):
+        dm.setup()
+    assert unpickled == []
+    with pytest.raises(DataNotFoundError, match="fails its md5 check"):
+        CIFAR10DataModule(data_dir=str(tmp_path), val_size=4, num_workers=0).setup()  # the real table
 
 
 # ---------------------------------------------------------------- missing data

@@ -7,7 +7,7 @@ import pytest
 import torch
 from lightning import LightningModule, Trainer
 from torch import nn
-from torch.utils.data import RandomSampler, SequentialSampler
+from torch.utils.data import SequentialSampler
 
 from zoo.data import (
     EllipsesDataModule,
@@ -16,6 +16,7 @@ from zoo.data import (
     SwissRollDataModule,
     ToyDataModule,
 )
+from zoo.data.order import EpochSampler
 from zoo.data.toys import peaks
 
 ALL = (SpheresDataModule, SwissRollDataModule, PeaksDataModule, EllipsesDataModule)
@@ -71,7 +72,7 @@ def test_only_train_loader_shuffles_and_its_order_is_seeded(cls):
     for _ in range(2):
         dm = cls(seed=3)
         dm.setup()
-        assert isinstance(dm.train_dataloader().sampler, RandomSampler)
+        assert isinstance(dm.train_dataloader().sampler, EpochSampler)
         assert isinstance(dm.val_dataloader().sampler, SequentialSampler)
         assert isinstance(dm.test_dataloader().sampler, SequentialSampler)
         first.append(next(iter(dm.train_dataloader()))[0])

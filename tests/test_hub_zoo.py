@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 import zoo
 from tests.conftest import CONFIGS, REPO
 from tests.test_cli import SLICE
-from tests.test_data_images import write_cifar
+from tests.test_data_images import cifar_md5, write_cifar
 from zoo.families import datamodule_class, model_class
 from zoo.hub import ModelCard, WeightsMismatchError, WeightsNotTrainedError
 from zoo.models import Classifier
@@ -194,7 +194,9 @@ def test_untrained_entry_until_exported(run_zoo, tmp_path):
 
     data_dir = tmp_path / "cifar"
     write_cifar(data_dir / "cifar-10-batches-py")
-    tiny = ("--model.init_args.width", "8", "--model.init_args.dynamics.hidden_dims", "[8]",
+    checksums = json.dumps(cifar_md5(data_dir / "cifar-10-batches-py"))  # files made here: their own md5
+    tiny = ("--data.init_args.checksums", checksums, "--model.init_args.width", "8",
+            "--model.init_args.dynamics.hidden_dims", "[8]",
             "--data.init_args.data_dir", data_dir, "--data.init_args.val_size", "4",
             "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0")
     run_zoo("fit", "--config", CONFIGS / "odenet-cifar10.yaml", *tiny, "--trainer.max_steps", "2")

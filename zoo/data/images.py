@@ -19,7 +19,6 @@ import copy
 import gzip
 import numbers
 import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -29,6 +28,7 @@ from typing import Any, ClassVar
 import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets, transforms
+from torchvision.datasets.utils import check_integrity
 
 from zoo.data.splits import SplitDataModule
 from zoo.errors import SettingError
@@ -78,27 +78,26 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None) -> Path:
     return Path(data_dir).expanduser()
 
 
-class _CIFAR10(datasets.CIFAR10):
-    """torchvision's CIFAR10, checking only that its files exist.
+#: The md5 of each CIFAR-10 file, as torchvision publishes them (``datasets.CIFAR10``).
+CIFAR10_MD5 = {
+    name: md5
+    for name, md5 in (*datasets.CIFAR10.train_list, *datasets.CIFAR10.test_list,
+                      (datasets.CIFAR10.meta["filename"], datasets.CIFAR10.meta["md5"]))
+}
 
-    torchvision md5-checks every batch file each time a CIFAR10 object is built. That rereads
-    the whole dataset on every construction and rejects any other files in the real format,
-    which makes the loading code impossible to test on small files. Downloads do not go
-    through this class: they use torchvision's own CIFAR10, which verifies the archive's md5
-    and every extracted file's md5 right after downloading.
+
+class _CIFAR10(datasets.CIFAR10):
+    """torchvision's CIFAR10, its md5 checks on, against a given table of checksums.
+
+    torchvision md5-checks every file before unpickling it; the table is torchvision's own
+    (:data:`CIFAR10_MD5`) unless the data module names another.
     """
 
-    def _check_integrity(self) -> bool:
-        folder = Path(self.root, self.base_folder)
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
-
-    def _load_meta(self) -> None:
-        path = Path(self.root, self.base_folder, self.meta["filename"])
-        if not path.is_file():
-            raise RuntimeError(f"CIFAR-10 metadata file {path} not found")
-        with path.open("rb") as f:
-            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+    def __init__(self, root: str, train: bool, checksums: dict[str, str]) -> None:
+        self.train_list = [(name, checksums[name]) for name, _ in datasets.CIFAR10.train_list]
+        self.test_list = [(name, checksums[name]) for name, _ in datasets.CIFAR10.test_list]
+        self.meta = {**datasets.CIFAR10.meta, "md5": checksums[datasets.CIFAR10.meta["filename"]]}
+        super().__init__(root, train=train, download=False)
 
 
 class _LabelMap:
@@ -503,6 +502,51 @@ class CIFAR10DataModule(ImageDataModule):
     _download_cls = datasets.CIFAR10
     _subdir = "cifar-10-batches-py"
     _files = (*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta")
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        val_size: int = 5000,
+        seed: int = 0,
+        augment: bool = True,
+        num_workers: int = 2,
+        download: bool = True,
+        classes: list[int] | None = None,
+        checksums: dict[str, str] | None = None,
+    ) -> None:
+        """As :class:`ImageDataModule`, plus the files' checksums.
+
+        Args:
+            data_dir: See :class:`ImageDataModule`.
+            batch_size: See :class:`ImageDataModule`.
+            val_size: See :class:`ImageDataModule`.
+            seed: See :class:`ImageDataModule`.
+            augment: See :class:`ImageDataModule`.
+            num_workers: See :class:`ImageDataModule`.
+            download: See :class:`ImageDataModule`.
+            classes: See :class:`ImageDataModule`.
+            checksums: The md5 of each file, checked before it is unpickled; default
+                torchvision's published ones (:data:`CIFAR10_MD5`). Give others only for files
+                you made yourself in CIFAR-10's format.
+        """
+        super().__init__(data_dir, batch_size, val_size, seed, augment, num_workers, download, classes)
+        table = CIFAR10_MD5 if checksums is None else checksums
+        if not isinstance(table, dict) or set(table) != set(self._files):
+            raise SettingError(f"checksums must map each of {list(self._files)} to its md5, "
+                               f"got {checksums!r:.200}")
+        self.checksums = dict(table)
+
+    def _load(self, train: bool) -> datasets.VisionDataset:
+        if self._missing_files():
+            raise self._not_found("prepare_data() was not run or did not succeed")
+        for name in self._files:
+            if not check_integrity(str(self.raw_dir / name), self.checksums[name]):
+                raise DataNotFoundError(
+                    f"{self.display_name} file {self.raw_dir / name} fails its md5 check (expected "
+                    f"{self.checksums[name]}): it is damaged or not the published file, and is not read. "
+                    f"Delete {self.raw_dir} and download again with --data.download true."
+                )
+        return _CIFAR10(str(self.data_dir), train=train, checksums=self.checksums)
 
     def _augmentations(self) -> list[Callable]:
         if not self.augment:

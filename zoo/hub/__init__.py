@@ -13,6 +13,7 @@ from zoo.families import model_class
 from zoo.hub import registry
 from zoo.hub.cards import CardError, ModelCard
 from zoo.hub.files import WeightsSourceError, WeightsVerificationError, zoo_home
+from zoo.hub.transforms import EvalTransform
 from zoo.hub.weights import (
     WeightsMismatchError,
     WeightsNotTrainedError,
@@ -32,6 +33,7 @@ __all__ = [
     "info",
     "list_models",
     "load",
+    "transforms",
     "zoo_home",
 ]
 
@@ -82,3 +84,11 @@ def load(name: str, pretrained: bool = True, weights: str | None = None) -> Ligh
         load_state(model, read_state_dict(path), what)
     model.card = card
     return model.eval()
+
+
+def transforms(name: str) -> EvalTransform:
+    """The evaluation preprocessing of ``name`` as a callable on PIL images, arrays and tensors.
+
+    As torchvision's ``weights.transforms()``: ``model(zoo.transforms(name)(image).unsqueeze(0))``.
+    """
+    return EvalTransform(registry.get(name).preprocessing)

@@ -128,6 +128,12 @@ class ModelCard:
             raise CardError(f"cannot read the model card {path}: {error}") from error
         return cls.from_dict(data, source=source, path=path)
 
+    def transforms(self):
+        """The evaluation preprocessing as a callable (:class:`~zoo.hub.transforms.EvalTransform`)."""
+        from zoo.hub.transforms import EvalTransform
+
+        return EvalTransform(self.preprocessing)
+
     def weights_location(self) -> str | None:
         """The weights as a URL, or as a path resolved against the card's folder."""
         if self.weights is None or "://" in self.weights or self.path is None:
