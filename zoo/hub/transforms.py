@@ -59,7 +59,7 @@ class EvalTransform(nn.Module):
         if tvf._is_pil_image(inputs):
             return tvf.to_tensor(inputs)
         if isinstance(inputs, np.ndarray):
-            inputs = torch.from_numpy(np.ascontiguousarray(inputs))
+            inputs = torch.from_numpy(np.array(inputs))  # a copy: the array may be read-only
         if not isinstance(inputs, torch.Tensor):
             raise TypeError(f"expected a PIL image, a NumPy array or a tensor, got {type(inputs).__name__}")
         if inputs.dtype == torch.uint8:
