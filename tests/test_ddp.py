@@ -207,10 +207,14 @@ def check_train_means(records, losses: list[float], logged: dict[str, float]) ->
 
 
 def check_written_once(records, folder: Path) -> None:
-    """Process 0 wrote each checkpoint in ``folder`` once; no other process wrote one."""
+    """Process 0 wrote each checkpoint in ``folder`` once; no other process wrote one.
+
+    ``last.ckpt`` is written as ``.last.ckpt.part`` and renamed (``zoo.resume.ResumeCheckpoint``).
+    """
     files = sorted(str(path) for path in folder.iterdir())
     assert len(files) == 2 and str(folder / "last.ckpt") in files  # the best one and the last one
-    assert sorted(path for path in records[0]["writes"] if Path(path).parent == folder) == files
+    written = [path.replace(".last.ckpt.part", "last.ckpt") for path in records[0]["writes"]]
+    assert sorted(path for path in written if Path(path).parent == folder) == files
     assert all(not r["writes"] for r in records[1:])
 
 

@@ -76,17 +76,36 @@ def test_a_card_naming_a_foreign_class_is_refused(isolated_zoo_home, field, clas
 def test_the_registry_accepts_only_its_own_classes():
     from zoo.models import ODENet
 
-    assert model_class("ODENet") is model_class("zoo.models.ODENet") is model_class("zoo.models.odenet.ODENet")
+    assert (
+        model_class("ODENet") is model_class("zoo.models.ODENet") is model_class("zoo.models.odenet.ODENet")
+    )
     assert model_class("zoo.models.ODENet") is ODENet
     assert datamodule_class("zoo.data.FashionMNISTDataModule").__name__ == "FashionMNISTDataModule"
-    for foreign in ("os.system", "zoo.models.Classifier", "zoo.models.base.ZooModule", "lightning.LightningModule",
-                    "other.ODENet", "zoo.data.FashionMNISTDataModule", "", 3):
+    for foreign in (
+        "os.system",
+        "zoo.models.Classifier",
+        "zoo.models.base.ZooModule",
+        "lightning.LightningModule",
+        "other.ODENet",
+        "zoo.data.FashionMNISTDataModule",
+        "",
+        3,
+    ):
         with pytest.raises(ForeignClassError):
             model_class(foreign)
 
 
-@pytest.mark.parametrize("sha256", ["", "a", "a4f2631d", "A4F2631D61B4BE19E186796D2AEF57AE46FE1D0808DBCA8EF80A63B4D52A59B3",
-                                    "a4f2631d61b4be19e186796d2aef57ae46fe1d0808dbca8ef80a63b4d52a59b3ff", 12])
+@pytest.mark.parametrize(
+    "sha256",
+    [
+        "",
+        "a",
+        "a4f2631d",
+        "A4F2631D61B4BE19E186796D2AEF57AE46FE1D0808DBCA8EF80A63B4D52A59B3",
+        "a4f2631d61b4be19e186796d2aef57ae46fe1d0808dbca8ef80a63b4d52a59b3ff",
+        12,
+    ],
+)
 def test_a_card_with_an_empty_short_or_malformed_hash_is_refused(isolated_zoo_home, sha256):
     folder, card = user_entry(isolated_zoo_home, sha256=sha256)
     (folder / card["weights"]).write_bytes(b"tampered")  # what a weak check would let through
@@ -104,18 +123,37 @@ def test_a_tampered_file_under_a_full_hash_is_refused(isolated_zoo_home):
         zoo.load("odenet-mine")
 
 
-@pytest.mark.parametrize("weights", ["../odenet-fmnist-a4f2631d.safetensors", "/etc/passwd", "sub/../../x.safetensors",
-                                     "", "C:\\x.safetensors", "..\\x.safetensors"])
+@pytest.mark.parametrize(
+    "weights",
+    [
+        "../odenet-fmnist-a4f2631d.safetensors",
+        "/etc/passwd",
+        "sub/../../x.safetensors",
+        "",
+        "C:\\x.safetensors",
+        "..\\x.safetensors",
+    ],
+)
 def test_a_weights_path_must_stay_in_the_cards_folder(isolated_zoo_home, weights):
     user_entry(isolated_zoo_home, weights=weights)
     with pytest.raises(CardError, match="inside the card's folder"):
         zoo.load("odenet-mine")
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("num_params", "208266"), ("num_params", True), ("init_args", []), ("metrics", {"test_acc": "high"}),
-    ("notes", None), ("version", 2), ("name", 7), ("training", "a lot"), ("recipe", 3),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("num_params", "208266"),
+        ("num_params", True),
+        ("init_args", []),
+        ("metrics", {"test_acc": "high"}),
+        ("notes", None),
+        ("version", 2),
+        ("name", 7),
+        ("training", "a lot"),
+        ("recipe", 3),
+    ],
+)
 def test_card_fields_have_their_types(isolated_zoo_home, field, value):
     user_entry(isolated_zoo_home, **{field: value})
     with pytest.raises(CardError, match=field if field != "name" else "name"):
@@ -137,7 +175,18 @@ def test_listing_builds_no_model(monkeypatch, capsys):
 
 
 def export_process(checkpoint, out, name):
-    command = [sys.executable, "-m", "zoo", "export", str(checkpoint), "--name", name, "--out", str(out), "--no-test"]
+    command = [
+        sys.executable,
+        "-m",
+        "zoo",
+        "export",
+        str(checkpoint),
+        "--name",
+        name,
+        "--out",
+        str(out),
+        "--no-test",
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -188,8 +237,9 @@ def test_readmes_first_example_classifies_a_real_test_image(fmnist_data_dir, tmp
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert "zoo.load(" in code and "zoo.transforms(" in code
     env = {"ZOO_DATA": str(fmnist_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     first = done.stdout.splitlines()[0]
     predicted, true = first.split(" (")[0], first.split("true: ")[1]

@@ -26,16 +26,31 @@ EPOCHS = 4
 
 
 def fit_command(save_dir, *extra):
-    return [sys.executable, "-m", "zoo", "fit", "--config", str(RECIPE), "--trainer.max_epochs", str(EPOCHS),
-            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(save_dir),
-            *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "zoo",
+        "fit",
+        "--config",
+        str(RECIPE),
+        "--trainer.max_epochs",
+        str(EPOCHS),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(save_dir),
+        *map(str, extra),
+    ]
 
 
 def validation_metrics(version_dir) -> dict[int, dict[str, str]]:
     """Every logged validation metric, by epoch, as the strings the CSV holds."""
-    rows = list(csv.DictReader(open(version_dir / "metrics.csv")))
-    return {int(row["epoch"]): {key: value for key, value in row.items() if key.startswith("val_")}
-            for row in rows if row.get("val_loss")}
+    rows = list(csv.DictReader((version_dir / "metrics.csv").read_text().splitlines()))
+    return {
+        int(row["epoch"]): {key: value for key, value in row.items() if key.startswith("val_")}
+        for row in rows
+        if row.get("val_loss")
+    }
 
 
 def saved_position(path):
@@ -49,14 +64,20 @@ def saved_position(path):
 
 def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    full = subprocess.run(fit_command(tmp_path / "full"), cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    full = subprocess.run(
+        fit_command(tmp_path / "full"), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert full.returncode == 0, full.stderr[-3000:]
     expected = validation_metrics(tmp_path / "full/anode-spheres2d/version_0")
     assert sorted(expected) == list(range(EPOCHS))
 
-    run = subprocess.Popen(fit_command(tmp_path / "killed"), cwd=tmp_path, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = subprocess.Popen(
+        fit_command(tmp_path / "killed"),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     last = tmp_path / "killed/anode-spheres2d/version_0/checkpoints/last.ckpt"
     deadline = time.monotonic() + 300
     try:
@@ -71,8 +92,14 @@ def test_sigkilled_run_resumes_to_the_same_metrics(tmp_path):
     killed = validation_metrics(tmp_path / "killed/anode-spheres2d/version_0")
     assert max(killed) < EPOCHS - 1
 
-    resumed = subprocess.run(fit_command(tmp_path / "killed", "--ckpt_path", last), cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=600)
+    resumed = subprocess.run(
+        fit_command(tmp_path / "killed", "--ckpt_path", last),
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = validation_metrics(tmp_path / "killed/anode-spheres2d/version_1")
     assert sorted(after) == list(range(2, EPOCHS))
@@ -94,9 +121,15 @@ def assert_same_batches(first, second):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_augmented_batches_depend_on_seed_epoch_and_position_only(fmnist_data_dir, workers):
     """Random crops of Fashion-MNIST: the same batches with or without workers, and from any batch on."""
+
     def loader(num_workers, position):
-        dm = FashionMNISTDataModule(data_dir=str(fmnist_data_dir), batch_size=16, val_size=59_936,
-                                    num_workers=num_workers, augment=True)
+        dm = FashionMNISTDataModule(
+            data_dir=str(fmnist_data_dir),
+            batch_size=16,
+            val_size=59_936,
+            num_workers=num_workers,
+            augment=True,
+        )
         dm.setup("fit")
         train = dm.train_dataloader()
         train.sampler.position = lambda: position

@@ -33,7 +33,7 @@ from torchvision.datasets.utils import check_integrity
 from zoo.data.splits import SplitDataModule
 from zoo.errors import SettingError
 from zoo.families import register_datamodule
-from zoo.hub.files import atomic_path
+from zoo.hub.files import atomic_path, commit
 
 #: Environment variable naming the data folder when ``data_dir`` is not given.
 DATA_DIR_ENV = "ZOO_DATA"
@@ -314,7 +314,7 @@ class ImageDataModule(SplitDataModule):
             self._download_cls(root=str(tmp_root), train=True, download=True)
             self.raw_dir.mkdir(parents=True, exist_ok=True)
             for name in self._files:
-                os.replace(tmp_root / self._subdir / name, self.raw_dir / name)
+                commit(tmp_root / self._subdir / name, self.raw_dir / name)  # flushed, renamed, durable
         finally:
             shutil.rmtree(tmp_root, ignore_errors=True)
 

@@ -11,7 +11,7 @@ sample alone, never of a random stream that runs on from the start of training:
   index, so that it does not depend on the worker that loads it or on what ran before.
 
 Where to start is asked, at the start of each pass, from a ``position`` callable: the data
-module answers from the trainer (see :func:`zoo.training.resume_position`).
+module answers from the trainer (see :func:`zoo.resume.resume_position`).
 """
 
 from __future__ import annotations

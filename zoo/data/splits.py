@@ -63,7 +63,7 @@ class SplitDataModule(LightningDataModule):
         return self._loader(SeededSamples(self.train_set, self.seed, self.random_train_transforms), sampler)
 
     def _train_position(self) -> Position:
-        from zoo.training import resume_position  # Lightning's trainer, only when training
+        from zoo.resume import resume_position  # Lightning's trainer, only when training
 
         trainer = self.trainer
         if trainer is not None:

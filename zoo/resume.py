@@ -45,9 +45,17 @@ class ResumeCheckpoint(Callback):
         self.pending_position: Position | None = None
 
     def path(self, trainer: Trainer) -> Path:
-        """The ``last.ckpt`` file."""
-        folder = Path(self.dirpath) if self.dirpath else Path(trainer.log_dir or trainer.default_root_dir)
-        return (folder if self.dirpath else folder / "checkpoints") / LAST
+        """The ``last.ckpt`` file: in ``dirpath``, else where the run's ``ModelCheckpoint`` writes."""
+        if self.dirpath:
+            return Path(self.dirpath) / LAST
+        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
+            return Path(trainer.checkpoint_callback.dirpath) / LAST
+        if not trainer.loggers:
+            return Path(trainer.default_root_dir) / "checkpoints" / LAST
+        logger = trainer.loggers[0]  # as ModelCheckpoint: <save_dir>/<name>/<version>/checkpoints
+        version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+        folder = Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
+        return folder / "checkpoints" / LAST
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
