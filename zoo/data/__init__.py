@@ -7,6 +7,8 @@ from zoo.data.images import (
     ImageDataModule,
     MNISTDataModule,
 )
+from zoo.data.series import Series, SeriesBatch, collate_series
+from zoo.data.series_sets import PeriodicDataModule, SeriesDataModule, SpiralsDataModule
 from zoo.data.toys import (
     EllipsesDataModule,
     PeaksDataModule,
@@ -23,7 +25,13 @@ __all__ = [
     "ImageDataModule",
     "MNISTDataModule",
     "PeaksDataModule",
+    "PeriodicDataModule",
+    "Series",
+    "SeriesBatch",
+    "SeriesDataModule",
     "SpheresDataModule",
+    "SpiralsDataModule",
     "SwissRollDataModule",
     "ToyDataModule",
+    "collate_series",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from lightning import LightningDataModule
@@ -27,6 +27,8 @@ class SplitDataModule(LightningDataModule):
 
     #: Passes over the training set made outside a trainer (each gets the next epoch's order).
     _passes: int = 0
+    #: How samples become a batch; None: torch's default.
+    collate: Callable | None = None
 
     @property
     def has_validation(self) -> bool:
@@ -45,6 +47,7 @@ class SplitDataModule(LightningDataModule):
             dataset,
             batch_size=self.batch_size,
             sampler=sampler,
+            collate_fn=self.collate,
             generator=torch.Generator().manual_seed(self.seed),  # worker seeds: not the global stream
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,

@@ -2,6 +2,7 @@
 
 from zoo.models.anode import ANODE, VectorODEClassifier
 from zoo.models.classifier import Classifier
+from zoo.models.latent_ode import LatentODE
 from zoo.models.odenet import ODENet, ResNet
 
-__all__ = ["ANODE", "Classifier", "ODENet", "ResNet", "VectorODEClassifier"]
+__all__ = ["ANODE", "Classifier", "LatentODE", "ODENet", "ResNet", "VectorODEClassifier"]

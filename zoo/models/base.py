@@ -74,7 +74,7 @@ class ZooModule(LightningModule):
         if len(solves):
             on_step = stage == "train"
             self.log(f"{stage}_nfe_forward", float(solves.nfe_forward), on_step=on_step, on_epoch=True,
-                     prog_bar=True, sync_dist=True)
+                     prog_bar=True, sync_dist=True, batch_size=_batch_size(batch))
         if stage == "train":
             self._train_solves = solves
         return loss
@@ -98,3 +98,10 @@ class ZooModule(LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3; the configs replace it with their ``optimizer`` and ``lr_scheduler``."""
         return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+
+def _batch_size(batch: Any) -> int | None:
+    """Samples in a batch: (inputs, labels), or a batch object with a length; None: Lightning infers."""
+    if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):
+        return len(batch[0])
+    return len(batch) if hasattr(batch, "__len__") and not isinstance(batch, list | tuple | dict) else None
