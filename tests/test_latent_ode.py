@@ -9,7 +9,7 @@ from torch import nn
 
 from zoo.data import PeriodicDataModule, Series, SpiralsDataModule, collate_series
 from zoo.models import LatentODE
-from zoo.models.latent_ode import ODERNN, masked_gaussian_log_likelihood
+from zoo.models.latent_ode import ODERNN, ODEEvolution, masked_gaussian_log_likelihood
 from zoo.ode import DynamicsSpec, SolverSettings
 
 
@@ -90,9 +90,9 @@ def test_the_masked_likelihood_is_one_gaussian_sum():
 
 def test_an_ode_rnn_with_a_zero_field_is_a_gru():
     torch.manual_seed(0)
-    encoder = ODERNN(3, 5, DynamicsSpec("concat_mlp", [8]), SolverSettings.coerce({"method": "euler",
-                                                                                  "step_size": 0.1}))
-    for parameter in encoder.dynamics.net[-1].parameters():
+    euler = SolverSettings.coerce({"method": "euler", "step_size": 0.1})
+    encoder = ODERNN(3, 5, ODEEvolution(5, DynamicsSpec("concat_mlp", [8]), euler))
+    for parameter in encoder.evolution.dynamics.net[-1].parameters():
         nn.init.zeros_(parameter)
     times = torch.tensor([0.0, 0.3, 0.35, 0.9])
     values, mask = torch.randn(2, 4, 3), torch.ones(2, 4, 3)

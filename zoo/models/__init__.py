@@ -4,5 +4,16 @@ from zoo.models.anode import ANODE, VectorODEClassifier
 from zoo.models.classifier import Classifier
 from zoo.models.latent_ode import LatentODE
 from zoo.models.odenet import ODENet, ResNet
+from zoo.models.series_rnn import RNNVAE, GRUDeltaT, ODERNNForecaster
 
-__all__ = ["ANODE", "Classifier", "LatentODE", "ODENet", "ResNet", "VectorODEClassifier"]
+__all__ = [
+    "ANODE",
+    "RNNVAE",
+    "Classifier",
+    "GRUDeltaT",
+    "LatentODE",
+    "ODENet",
+    "ODERNNForecaster",
+    "ResNet",
+    "VectorODEClassifier",
+]

@@ -31,30 +31,51 @@ DECODER_SOLVER = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-4}
 OBJECTIVES = ("elbo", "iwae")
 
 
+class ODEEvolution(nn.Module):
+    """Carries a hidden state between two times by solving an ODE (the ODE-RNN's evolution).
+
+    Args:
+        hidden_dim: Size of the hidden state.
+        dynamics: Its vector field.
+        solver: Its solver.
+    """
+
+    def __init__(self, hidden_dim: int, dynamics: DynamicsSpec, solver: SolverSettings) -> None:
+        super().__init__()
+        self.dynamics = dynamics.build(hidden_dim)
+        self.solver = solver
+
+    def forward(self, h: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+        return solve(self.dynamics, h, torch.stack([start, end]), self.solver).ys[-1]
+
+
 class ODERNN(nn.Module):
-    """ODE-RNN: an ODE between observation times, a GRU update where something is observed.
+    """A recurrent network on irregular times: an evolution between times, a GRU update at observations.
+
+    With :class:`ODEEvolution` it is Rubanova et al.'s ODE-RNN; with
+    :class:`~zoo.models.series_rnn.GapEvolution` it is a GRU fed the time gaps.
 
     Args:
         input_dim: Channels of the observations (the GRU sees the values and their mask).
         hidden_dim: Size of the hidden state.
-        dynamics: The hidden state's vector field between observations.
-        solver: Its solver.
+        evolution: Called as ``evolution(h, start, end)`` between two different times.
     """
 
-    def __init__(
-        self, input_dim: int, hidden_dim: int, dynamics: DynamicsSpec, solver: SolverSettings
-    ) -> None:
+    def __init__(self, input_dim: int, hidden_dim: int, evolution: nn.Module) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.dynamics = dynamics.build(hidden_dim)
-        self.solver = solver
+        self.evolution = evolution
         self.cell = nn.GRUCell(2 * input_dim, hidden_dim)
 
     def evolve(self, h: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-        """The hidden state ``h`` at ``start`` carried by the ODE to ``end``."""
-        if bool(start == end):
-            return h
-        return solve(self.dynamics, h, torch.stack([start, end]), self.solver).ys[-1]
+        """The hidden state ``h`` at ``start`` carried to ``end``."""
+        return h if bool(start == end) else self.evolution(h, start, end)
+
+    def update(self, h: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The GRU update with one time's (B, D) values where anything is observed; ``h`` elsewhere."""
+        observed = mask.amax(dim=-1, keepdim=True) > 0
+        seen = torch.where(mask > 0, values, 0.0)  # what is not observed is never read
+        return torch.where(observed, self.cell(torch.cat([seen, mask], dim=-1), h), h)
 
     def forward(
         self,
@@ -80,11 +101,7 @@ class ODERNN(nn.Module):
         order = range(len(times) - 1, -1, -1) if backwards else range(len(times))
         previous = times[order[0]]
         for i in order:
-            h = self.evolve(h, previous, times[i])
-            observed = mask[:, i].amax(dim=-1, keepdim=True) > 0
-            seen = torch.where(mask[:, i] > 0, values[:, i], 0.0)  # what is not observed is never read
-            update = self.cell(torch.cat([seen, mask[:, i]], dim=-1), h)
-            h = torch.where(observed, update, h)
+            h = self.update(self.evolve(h, previous, times[i]), values[:, i], mask[:, i])
             previous = times[i]
         return h if end is None else self.evolve(h, previous, end)
 
@@ -113,7 +130,9 @@ class LatentODENet(nn.Module):
         solver: SolverSettings,
     ) -> None:
         super().__init__()
-        self.encoder = ODERNN(input_dim, encoder_dim, encoder_dynamics, encoder_solver)
+        self.encoder = ODERNN(
+            input_dim, encoder_dim, ODEEvolution(encoder_dim, encoder_dynamics, encoder_solver)
+        )
         self.to_posterior = nn.Sequential(
             nn.Linear(encoder_dim, 100), nn.Tanh(), nn.Linear(100, 2 * latent_dim)
         )
