@@ -165,3 +165,47 @@ def test_bad_series_settings_are_refused(kind):
     bad = {"task": {"task": "forecast"}, "observed": {"observed": 0.0}, "num_train": {"num_train": 0}}[kind]
     with pytest.raises(SettingError, match=kind):
         PeriodicDataModule(**bad)
+
+
+def test_coverage_and_crps_of_a_gaussian_predictive():
+    from zoo.models.series_metrics import crps, interval_coverage
+
+    torch.manual_seed(0)
+    samples = torch.randn(4000, 4, 50, 1)
+    target, mask = torch.randn(4, 50, 1), torch.ones(4, 50, 1)
+    assert abs(interval_coverage(samples, target, mask).item() - 0.9) < 0.04
+    assert interval_coverage(samples, 3 * target, mask).item() < 0.6  # too narrow for these targets
+    normal = torch.distributions.Normal(0.0, 1.0)
+    exact = target * (2 * normal.cdf(target) - 1) + 2 * normal.log_prob(target).exp() - 1 / math.sqrt(math.pi)
+    torch.testing.assert_close(crps(samples[:400], target, mask), exact.mean(), atol=0.02, rtol=0)
+    mask[:, ::2] = 0
+    target[:, ::2] = float("nan")
+    assert torch.isfinite(crps(samples[:100], target, mask)) and torch.isfinite(
+        interval_coverage(samples[:100], target, mask))
+
+
+def test_the_z0_classifier_reads_labelled_series():
+    dm = PeriodicDataModule(num_train=8, num_val=0, num_test=2, batch_size=8)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    batch.labels = torch.tensor([0, 1, 2, 0, 1, 2, -1, -1])
+    model = LatentODE(num_classes=3, latent_dim=4, encoder_dim=8)
+    loss = model.step(batch, "val")
+    loss.backward()
+    assert model.classifier.weight.grad is not None and model.classifier.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", ["latent", "forecaster"])
+def test_series_pictures_are_saved_after_fitting(tmp_path, family):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from zoo.models import GRUDeltaT
+    from zoo.series_pictures import SeriesPictures
+
+    dm = PeriodicDataModule(num_train=16, num_val=4, num_test=8, batch_size=8, task="extrapolation")
+    model = small_model() if family == "latent" else GRUDeltaT(hidden_dim=8)
+    trainer = Trainer(max_epochs=1, logger=CSVLogger(tmp_path), callbacks=[SeriesPictures(num_series=3)],
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    picture = tmp_path / "lightning_logs" / "version_0" / "pictures" / "series.png"
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

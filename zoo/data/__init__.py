@@ -16,6 +16,7 @@ from zoo.data.toys import (
     SwissRollDataModule,
     ToyDataModule,
 )
+from zoo.data.uea import UEADataModule
 
 __all__ = [
     "CIFAR10DataModule",
@@ -33,5 +34,6 @@ __all__ = [
     "SpiralsDataModule",
     "SwissRollDataModule",
     "ToyDataModule",
+    "UEADataModule",
     "collate_series",
 ]

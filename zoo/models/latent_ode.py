@@ -22,6 +22,7 @@ from zoo.data.series import SeriesBatch
 from zoo.errors import SettingError
 from zoo.families import register_model
 from zoo.models.base import ZooModule
+from zoo.models.series_metrics import crps, interval_coverage
 from zoo.ode import DynamicsSpec, SolverSettings, solve
 
 #: The encoder's solver: Euler, at most 50 steps over the unit time span (the authors' setting).
@@ -169,6 +170,8 @@ class SeriesObjective:
         noise_std: Standard deviation of the Gaussian likelihood, per channel.
         learn_noise: Learn the observation noise per channel, starting at ``noise_std``.
         classification_weight: Weight of the z0 classifier's cross-entropy (labelled series).
+        eval_samples: Posterior samples for the predictive metrics of validation and test: the
+            coverage of the 90% interval and the CRPS.
     """
 
     bound: str = "elbo"
@@ -177,6 +180,7 @@ class SeriesObjective:
     noise_std: float = 0.01
     learn_noise: bool = False
     classification_weight: float = 100.0
+    eval_samples: int = 20
 
     def __post_init__(self) -> None:
         _check(self.bound in OBJECTIVES, f"objective.bound must be one of {OBJECTIVES}, got {self.bound!r}")
@@ -189,6 +193,7 @@ class SeriesObjective:
             self.noise_std > 0 and math.isfinite(self.noise_std),
             f"objective.noise_std must be a finite number > 0, got {self.noise_std!r}",
         )
+        _check(self.eval_samples >= 2, f"objective.eval_samples must be >= 2, got {self.eval_samples!r}")
         _check(
             self.classification_weight >= 0,
             f"objective.classification_weight must be >= 0, got {self.classification_weight!r}",
@@ -204,10 +209,11 @@ class SeriesObjective:
 class LatentODE(ZooModule):
     """The Latent ODE of Rubanova et al. (2019) as a LightningModule on batches of irregular series.
 
-    Logs per stage, in nats per series: ``{stage}_elbo`` and ``{stage}_iwae`` (the bound with
-    ``objective.num_samples`` samples, log K included), ``{stage}_mse`` of the posterior-mean
-    prediction on the target values, the KL term, ``{stage}_acc`` with a classifier, and the NFE
-    of all solves.
+    Logs per stage: ``{stage}_elbo`` and ``{stage}_iwae`` in nats per series (the bound with
+    ``objective.num_samples`` samples, log K included), the KL term, ``{stage}_mse`` of the
+    posterior-mean prediction on the target values, ``{stage}_acc`` with a classifier, and the
+    NFE of all solves; in validation and test also the coverage of the 90% predictive interval
+    (``{stage}_coverage90``) and the CRPS (``{stage}_crps``), from ``objective.eval_samples``.
 
     Args:
         input_shape: ``(D,)``, channels per observation (linked from the DataModule).
@@ -296,6 +302,7 @@ class LatentODE(ZooModule):
             "elbo": log_likelihood.mean(0) - kl,
             "iwae": iwae,
             "mean": predicted.mean(0),
+            "z0_mean": q.loc,
         }
 
     def kl_weight(self) -> float:
@@ -327,13 +334,20 @@ class LatentODE(ZooModule):
         squared = (terms["mean"] - torch.where(batch.target_mask > 0, batch.target_values, 0.0)) ** 2
         mse = torch.where(batch.target_mask > 0, squared, 0.0).sum() / count
         on_step, size = stage == "train", len(batch)
-        for name, value in (
+        metrics = [
             ("loss", loss),
             ("elbo", terms["elbo"].mean()),
             ("iwae", terms["iwae"].mean()),
             ("kl", terms["kl"].mean()),
             ("mse", mse),
-        ):
+        ]
+        if stage != "train":
+            _, samples = self.predictive(batch, self.objective.eval_samples)
+            metrics += [
+                ("coverage90", interval_coverage(samples, batch.target_values, batch.target_mask)),
+                ("crps", crps(samples, batch.target_values, batch.target_mask)),
+            ]
+        for name, value in metrics:
             self.log(
                 f"{stage}_{name}",
                 value,
@@ -373,18 +387,23 @@ class LatentODE(ZooModule):
         mask = mask.float()
         batch = SeriesBatch(
             times,
-            values * mask,
+            torch.where(mask > 0, values, 0.0),
             mask,
             query_times,
             torch.zeros_like(values[:, :1]),
             torch.zeros_like(mask[:, :1]),
             torch.full((len(values),), -1),
         )
-        start = torch.minimum(times[0], query_times[0])
+        means, samples = self.predictive(batch, num_samples)
+        return {"mean": means, "samples": samples}
+
+    def predictive(self, batch: SeriesBatch, num_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The predictive mean (B, S, D) and samples (K, B, S, D) at the batch's target times."""
+        start = torch.minimum(batch.times[0], batch.target_times[0])
         z0 = self.net.posterior(batch, start).sample((num_samples,))
-        means = self.net.decode(z0, start, query_times)
+        means = self.net.decode(z0, start, batch.target_times)
         samples = means + self.log_noise_std.exp() * torch.randn_like(means)
-        return {"mean": means.mean(0), "samples": samples}
+        return means.mean(0), samples
 
     def predict_step(self, batch: SeriesBatch, batch_idx: int) -> dict[str, torch.Tensor]:
         """The posterior predictive at the batch's target times."""
