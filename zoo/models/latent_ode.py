@@ -406,9 +406,9 @@ class LatentODE(ZooModule):
         return means.mean(0), samples
 
     def predict_step(self, batch: SeriesBatch, batch_idx: int) -> dict[str, torch.Tensor]:
-        """The posterior predictive at the batch's target times."""
+        """The posterior predictive at the batch's target times, from ``objective.eval_samples`` samples."""
         return self.predict(
-            batch.times, batch.values, batch.mask, batch.target_times, self.objective.num_samples
+            batch.times, batch.values, batch.mask, batch.target_times, self.objective.eval_samples
         )
 
     def configure_optimizers(self) -> Any:
