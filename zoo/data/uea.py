@@ -9,8 +9,8 @@ installs it), or from ``data_dir/<name>/<name>_{TRAIN,TEST}.ts`` for any other a
 
 Every series keeps its own length; a seeded ``drop`` fraction of the values is removed at
 random, channel by channel, so the model sees irregular times with missing channels. Values are
-standardized per channel with the train split's mean and standard deviation; times are the
-points' indices, divided by the data set's longest length.
+standardized per channel with the mean and standard deviation of the archive's train file;
+times are the points' indices, divided by the data set's longest length.
 """
 
 from __future__ import annotations
