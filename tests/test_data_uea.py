@@ -89,3 +89,13 @@ def test_the_sets_sktime_bundles(name, sizes, channels, classes):
     kept = torch.cat([s.mask.flatten() for s in dm.train_set]).mean().item()
     observed_times = sum(len(s.times) for s in dm.train_set) / sum(len(s.target_times) for s in dm.train_set)
     assert 0.6 < kept * observed_times < 0.8  # 30% of the values dropped
+
+
+def test_held_out_values_are_the_known_dropped_ones(tmp_path):
+    dm = UEADataModule("Tiny", drop=0.5, val_size=0.0, data_dir=str(write_tiny(tmp_path)))
+    dm.setup()
+    for item in dm.test_set:
+        observed = torch.zeros_like(item.target_mask)
+        rows = torch.isin(item.target_times, item.times).nonzero().flatten()
+        observed[rows] = item.mask
+        assert torch.equal(item.target_heldout, item.target_mask * (1 - observed))

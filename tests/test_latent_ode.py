@@ -231,3 +231,22 @@ def test_zoo_predict_writes_the_predictive_mean_and_quantiles(run_zoo, tmp_path)
     arrays = np.load(written[0])
     assert arrays["mean"].shape == arrays["q05"].shape == arrays["target"].shape == (10, 100, 1)
     assert (arrays["q05"] <= arrays["q95"]).all() and arrays["times"].max() <= 5.0
+
+
+@pytest.mark.parametrize("task", ["interpolation", "extrapolation"])
+def test_held_out_targets_are_those_not_observed(task):
+    dm = PeriodicDataModule(num_train=4, num_val=0, num_test=2, batch_size=4, task=task, observed=0.3)
+    dm.setup()
+    item = dm.train_set[0]
+    observed = torch.isin(item.target_times, item.times)
+    assert torch.equal(item.target_heldout[:, 0] > 0, ~observed)
+    assert observed.sum() == (len(item.times) if task == "interpolation" else 0)
+    batch = collate_series(dm.train_set, dm.time_scale)
+    assert batch.target_heldout.shape == batch.target_mask.shape
+    assert batch.target_heldout.sum() == sum(s.target_heldout.sum() for s in dm.train_set)
+    model = small_model()
+    trainer = Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    trainer.validate(model, dataloaders=torch.utils.data.DataLoader(dm.train_set, batch_size=4,
+                                                                    collate_fn=dm.collate), verbose=False)
+    assert "val_mse_heldout" in trainer.callback_metrics

@@ -42,7 +42,7 @@ def plot_series(
             mean, band, at = model(batch), None, batch.target_times
     mean, at = mean.cpu(), at.cpu()
     band = None if band is None else band.cpu()
-    batch = SeriesBatch(*(getattr(batch, name).cpu() for name in batch.__dataclass_fields__))
+    batch = SeriesBatch(*(_to(getattr(batch, name), "cpu") for name in batch.__dataclass_fields__))
     for k, ax in enumerate(axes[:count]):
         seen = batch.mask[k, :, channel] > 0
         known = batch.target_mask[k, :, channel] > 0
@@ -96,6 +96,10 @@ class SeriesPictures(Callback):
         batch = next(iter(datamodule.test_dataloader()))
         if not isinstance(batch, SeriesBatch):
             return
-        batch = SeriesBatch(*(getattr(batch, f).to(pl_module.device) for f in batch.__dataclass_fields__))
+        batch = SeriesBatch(*(_to(getattr(batch, f), pl_module.device) for f in batch.__dataclass_fields__))
         figure = plot_series(pl_module, batch, self.num_series, self.channel)
         log_picture(trainer, "pictures/series", save_figure(figure, self.folder / "series.png"))
+
+
+def _to(value: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if value is None else value.to(device)

@@ -32,6 +32,8 @@ class Series:
         target_values: The true values there, (m, D); anything where ``target_mask`` is 0.
         target_mask: 1 where a target value is known, (m, D).
         label: Class of the series, or -1.
+        target_heldout: 1 where a known target value was not among the observations, (m, D);
+            ``None``: every target is held out (extrapolation).
     """
 
     times: torch.Tensor
@@ -41,6 +43,7 @@ class Series:
     target_values: torch.Tensor
     target_mask: torch.Tensor
     label: int = -1
+    target_heldout: torch.Tensor | None = None
 
 
 @dataclass
@@ -55,6 +58,8 @@ class SeriesBatch:
         target_values: (B, S, D), zero where not known.
         target_mask: (B, S, D) float.
         labels: (B,) int64 classes, -1 where unlabelled.
+        target_heldout: (B, S, D) float, 1 where a known target was not observed (the values
+            an interpolation metric is computed on).
     """
 
     times: torch.Tensor
@@ -64,6 +69,7 @@ class SeriesBatch:
     target_values: torch.Tensor
     target_mask: torch.Tensor
     labels: torch.Tensor
+    target_heldout: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -102,7 +108,11 @@ def collate_series(items: Sequence[Series], time_scale: float) -> SeriesBatch:
         time_scale,
     )
     labels = torch.tensor([s.label for s in items], dtype=torch.long)
-    return SeriesBatch(times, values, mask, target_times, target_values, target_mask, labels)
+    heldout = [s.target_mask if s.target_heldout is None else s.target_heldout * s.target_mask for s in items]
+    _, _, target_heldout = on_union(
+        [s.target_times for s in items], [s.target_values for s in items], heldout, time_scale
+    )
+    return SeriesBatch(times, values, mask, target_times, target_values, target_mask, labels, target_heldout)
 
 
 class SeriesCollate:

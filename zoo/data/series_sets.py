@@ -129,6 +129,7 @@ class SeriesDataModule(SplitDataModule):
             tensor(truth_times),
             tensor(truth),
             torch.ones(truth.shape),
+            target_heldout=tensor(np.repeat(~np.isin(truth_times, times[keep])[:, None], truth.shape[1], 1)),
         )
 
 

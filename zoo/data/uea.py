@@ -173,6 +173,7 @@ class UEADataModule(SeriesDataModule):
             tensor(clean[target]),
             tensor(known[target]),
             self.class_names.index(label),
+            target_heldout=tensor(known[target] if self.task == "extrapolation" else known & ~kept),
         )
 
 

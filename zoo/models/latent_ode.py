@@ -22,7 +22,7 @@ from zoo.data.series import SeriesBatch
 from zoo.errors import SettingError
 from zoo.families import register_model
 from zoo.models.base import ZooModule
-from zoo.models.series_metrics import crps, interval_coverage
+from zoo.models.series_metrics import crps, interval_coverage, masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings, solve
 
 #: The encoder's solver: Euler, at most 50 steps over the unit time span (the authors' setting).
@@ -341,6 +341,9 @@ class LatentODE(ZooModule):
             ("kl", terms["kl"].mean()),
             ("mse", mse),
         ]
+        if batch.target_heldout is not None:
+            heldout = masked_mse(terms["mean"], batch.target_values, batch.target_heldout)
+            metrics.append(("mse_heldout", heldout))
         if stage != "train":
             _, samples = self.predictive(batch, self.objective.eval_samples)
             metrics += [

@@ -39,6 +39,11 @@ def crps(samples: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> tor
     return _masked_mean(error - 0.5 * spread, mask)
 
 
+def masked_mse(predicted: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean squared error over the entries where ``mask`` is 1 (others are never read)."""
+    return _masked_mean((predicted - torch.where(mask > 0, target, 0.0)) ** 2, mask)
+
+
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     known = mask > 0
     return torch.where(known, values, 0.0).sum() / known.sum().clamp(min=1)

@@ -30,6 +30,7 @@ from zoo.models.latent_ode import (
     ODEEvolution,
     masked_gaussian_log_likelihood,
 )
+from zoo.models.series_metrics import masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings
 
 DEFAULT_DYNAMICS = {"name": "concat_mlp", "hidden_dims": [100], "options": {"activation": "tanh"}}
@@ -98,6 +99,9 @@ class _Forecaster(ZooModule):
             sync_dist=True,
             prog_bar=True,
         )
+        if batch.target_heldout is not None:
+            heldout = masked_mse(predicted, batch.target_values, batch.target_heldout)
+            self.log(f"{stage}_mse_heldout", heldout, on_epoch=True, batch_size=size, sync_dist=True)
         return loss
 
     def predict_step(self, batch: SeriesBatch, batch_idx: int) -> dict[str, torch.Tensor]:
