@@ -107,6 +107,20 @@ class ODERNN(nn.Module):
         return h if end is None else self.evolve(h, previous, end)
 
 
+def posterior_head(encoder_dim: int, latent_dim: int) -> nn.Sequential:
+    """The layers from an encoder's state to the mean and raw scale of q(z0) (the authors' 100 tanh units)."""
+    return nn.Sequential(nn.Linear(encoder_dim, 100), nn.Tanh(), nn.Linear(100, 2 * latent_dim))
+
+
+def gaussian_posterior(
+    encoder: ODERNN, head: nn.Module, batch: SeriesBatch, start: torch.Tensor
+) -> torch.distributions.Normal:
+    """q(z0 | observations): ``encoder`` read backwards and carried to ``start``, then ``head``."""
+    h = encoder(batch.times, batch.values, batch.mask, backwards=True, end=start)
+    mean, raw_std = head(h).chunk(2, dim=-1)
+    return torch.distributions.Normal(mean, nn.functional.softplus(raw_std) + 1e-4)
+
+
 class LatentODENet(nn.Module):
     """The plain network: ODE-RNN encoder -> q(z0) -> latent ODE -> linear decoder.
 
@@ -134,18 +148,14 @@ class LatentODENet(nn.Module):
         self.encoder = ODERNN(
             input_dim, encoder_dim, ODEEvolution(encoder_dim, encoder_dynamics, encoder_solver)
         )
-        self.to_posterior = nn.Sequential(
-            nn.Linear(encoder_dim, 100), nn.Tanh(), nn.Linear(100, 2 * latent_dim)
-        )
+        self.to_posterior = posterior_head(encoder_dim, latent_dim)
         self.dynamics = dynamics.build(latent_dim)
         self.solver = solver
         self.decoder = nn.Linear(latent_dim, input_dim)
 
     def posterior(self, batch: SeriesBatch, start: torch.Tensor) -> torch.distributions.Normal:
         """q(z0 | observations), z0 being the latent state at time ``start``."""
-        h = self.encoder(batch.times, batch.values, batch.mask, backwards=True, end=start)
-        mean, raw_std = self.to_posterior(h).chunk(2, dim=-1)
-        return torch.distributions.Normal(mean, nn.functional.softplus(raw_std) + 1e-4)
+        return gaussian_posterior(self.encoder, self.to_posterior, batch, start)
 
     def decode(self, z0: torch.Tensor, start: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         """Decoded means at ``times`` (increasing, none before ``start``) from z0 (..., latent) at ``start``.

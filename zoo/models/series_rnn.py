@@ -28,7 +28,9 @@ from zoo.models.latent_ode import (
     ODERNN,
     LatentODE,
     ODEEvolution,
+    gaussian_posterior,
     masked_gaussian_log_likelihood,
+    posterior_head,
 )
 from zoo.models.series_metrics import masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings
@@ -202,16 +204,12 @@ class RNNVAENet(nn.Module):
     def __init__(self, input_dim: int, latent_dim: int, encoder_dim: int) -> None:
         super().__init__()
         self.encoder = ODERNN(input_dim, encoder_dim, GapEvolution(encoder_dim))
-        self.to_posterior = nn.Sequential(
-            nn.Linear(encoder_dim, 100), nn.Tanh(), nn.Linear(100, 2 * latent_dim)
-        )
+        self.to_posterior = posterior_head(encoder_dim, latent_dim)
         self.step = GapEvolution(latent_dim)
         self.decoder = nn.Linear(latent_dim, input_dim)
 
     def posterior(self, batch: SeriesBatch, start: torch.Tensor) -> torch.distributions.Normal:
-        h = self.encoder(batch.times, batch.values, batch.mask, backwards=True, end=start)
-        mean, raw_std = self.to_posterior(h).chunk(2, dim=-1)
-        return torch.distributions.Normal(mean, nn.functional.softplus(raw_std) + 1e-4)
+        return gaussian_posterior(self.encoder, self.to_posterior, batch, start)
 
     def decode(self, z0: torch.Tensor, start: torch.Tensor, times: torch.Tensor) -> torch.Tensor:
         shape = z0.shape
