@@ -30,6 +30,8 @@ ENCODER_SOLVER = {"method": "euler", "step_size": 0.02}
 #: The latent solver: dopri5 at rtol 1e-3, atol 1e-4 (the authors' setting).
 DECODER_SOLVER = {"method": "dopri5", "rtol": 1e-3, "atol": 1e-4}
 OBJECTIVES = ("elbo", "iwae")
+#: The vector field of the encoder, the latent state and the ODE-RNN baseline: 100 tanh units.
+DEFAULT_DYNAMICS = {"name": "concat_mlp", "hidden_dims": [100], "options": {"activation": "tanh"}}
 
 
 class ODEEvolution(nn.Module):
@@ -255,9 +257,8 @@ class LatentODE(ZooModule):
         weights: str | None = None,
     ) -> None:
         super().__init__()
-        default = {"name": "concat_mlp", "hidden_dims": [100], "options": {"activation": "tanh"}}
-        encoder_dynamics = DynamicsSpec.coerce(encoder_dynamics or default)
-        dynamics = DynamicsSpec.coerce(dynamics or default)
+        encoder_dynamics = DynamicsSpec.coerce(encoder_dynamics or DEFAULT_DYNAMICS)
+        dynamics = DynamicsSpec.coerce(dynamics or DEFAULT_DYNAMICS)
         encoder_solver = SolverSettings.coerce(encoder_solver, defaults=ENCODER_SOLVER)
         solver = SolverSettings.coerce(solver, defaults=DECODER_SOLVER)
         objective = SeriesObjective.coerce(objective)
@@ -341,8 +342,7 @@ class LatentODE(ZooModule):
                 self.log(
                     f"{stage}_acc", accuracy, on_epoch=True, batch_size=int(labelled.sum()), sync_dist=True
                 )
-        squared = (terms["mean"] - torch.where(batch.target_mask > 0, batch.target_values, 0.0)) ** 2
-        mse = torch.where(batch.target_mask > 0, squared, 0.0).sum() / count
+        mse = masked_mse(terms["mean"], batch.target_values, batch.target_mask)
         on_step, size = stage == "train", len(batch)
         metrics = [
             ("loss", loss),

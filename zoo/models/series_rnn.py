@@ -25,6 +25,7 @@ from zoo.families import register_model
 from zoo.models.base import ZooModule
 from zoo.models.latent_ode import (
     DECODER_SOLVER,
+    DEFAULT_DYNAMICS,
     ODERNN,
     LatentODE,
     ODEEvolution,
@@ -34,8 +35,6 @@ from zoo.models.latent_ode import (
 )
 from zoo.models.series_metrics import masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings
-
-DEFAULT_DYNAMICS = {"name": "concat_mlp", "hidden_dims": [100], "options": {"activation": "tanh"}}
 
 
 class GapEvolution(nn.Module):
@@ -88,8 +87,7 @@ class _Forecaster(ZooModule):
             predicted[None], batch.target_values, batch.target_mask, self.log_noise_std
         )
         loss = -log_likelihood.sum() / count
-        target = torch.where(batch.target_mask > 0, batch.target_values, 0.0)
-        mse = torch.where(batch.target_mask > 0, (predicted - target) ** 2, 0.0).sum() / count
+        mse = masked_mse(predicted, batch.target_values, batch.target_mask)
         on_step, size = stage == "train", len(batch)
         self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, batch_size=size, sync_dist=True)
         self.log(
