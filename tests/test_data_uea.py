@@ -99,3 +99,10 @@ def test_held_out_values_are_the_known_dropped_ones(tmp_path):
         rows = torch.isin(item.target_times, item.times).nonzero().flatten()
         observed[rows] = item.mask
         assert torch.equal(item.target_heldout, item.target_mask * (1 - observed))
+
+
+def test_series_without_labels_for_models_that_do_not_classify(tmp_path):
+    dm = UEADataModule(name="Tiny", data_dir=str(write_tiny(tmp_path)), val_size=0.0, labels=False)
+    dm.setup("fit")
+    assert dm.num_classes == 0 and {item.label for item in dm.train_set} == {-1}
+    assert UEADataModule(name="Tiny", data_dir=str(tmp_path), val_size=0.0).num_classes == 2

@@ -55,3 +55,36 @@ def test_the_rnn_vae_has_the_latent_odes_bounds_and_its_own_card():
     terms = model.bounds(batch, 5)
     assert terms["log_likelihood"].shape == (5, 16) and terms["mean"].shape == batch.target_values.shape
     assert (terms["elbo"] <= terms["iwae"] + 1e-3 * terms["iwae"].abs()).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("make", [
+    lambda: GRUDeltaT(hidden_dim=8, noise_std=0.3),
+    lambda: RNNVAE(latent_dim=4, encoder_dim=8, objective={"noise_std": 0.3}),
+])
+def test_evaluation_draws_from_a_fixed_seed_and_gives_back_trainings_stream(make):
+    """Validation metrics are a function of the weights and data; training's random numbers are kept."""
+    model, dm = make(), tiny_data(task="extrapolation")
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False)
+    results = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        (metrics,) = trainer.validate(model, datamodule=dm, verbose=False)
+        results.append(metrics)
+        after = torch.rand(3)
+        torch.manual_seed(seed)
+        assert torch.equal(after, torch.rand(3))  # validating did not consume training's stream
+    assert results[0] == results[1]
+    assert 0 < results[0]["val_coverage90"] <= 1 and results[0]["val_crps"] > 0
+
+
+def test_a_forecasters_predictive_is_its_gaussian_at_the_fixed_noise():
+    """A forecaster's 90% interval is its prediction +- 1.645 noise_std: coverage follows the noise."""
+    dm = tiny_data(task="extrapolation")
+    coverage = {}
+    for noise_std in (0.01, 100.0):
+        model = GRUDeltaT(hidden_dim=8, noise_std=noise_std)
+        trainer = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+        (metrics,) = trainer.validate(model, datamodule=dm, verbose=False)
+        coverage[noise_std] = metrics["val_coverage90"]
+    assert coverage[0.01] < 0.2 and coverage[100.0] == 1.0

@@ -94,6 +94,7 @@ class UEADataModule(SeriesDataModule):
         drop: float = 0.5,
         task: str = "interpolation",
         val_size: float = 0.2,
+        labels: bool = True,
         data_dir: str | None = None,
         batch_size: int = 50,
         seed: int = 0,
@@ -107,6 +108,8 @@ class UEADataModule(SeriesDataModule):
             task: ``interpolation`` (see the kept values, predict all of them) or
                 ``extrapolation`` (see the kept values of the first half, predict the second).
             val_size: Fraction of the archive's train split held out for validation, seeded.
+            labels: Give each series its class (``num_classes`` is linked into the model);
+                ``false`` for models that do not classify, such as the forecasters.
             data_dir: A folder with ``<name>/<name>_{TRAIN,TEST}.ts``; default sktime's bundle.
             batch_size: Series per batch.
             seed: Seed of the split, the dropped values and the training order.
@@ -120,7 +123,8 @@ class UEADataModule(SeriesDataModule):
         train, train_labels, _ = read_ts(find_ts(name, "TRAIN", data_dir))
         test, test_labels, _ = read_ts(find_ts(name, "TEST", data_dir))
         self.class_names = tuple(sorted(set(train_labels) | set(test_labels), key=_label_order))
-        self.num_classes = len(self.class_names)
+        self.num_classes = len(self.class_names) if labels else 0
+        self.labels = labels
         self.input_dim = train[0].shape[1]
         self.time_scale = float(max(len(s) for s in train + test))
         stacked = np.concatenate(train)
@@ -172,7 +176,7 @@ class UEADataModule(SeriesDataModule):
             tensor(times[target]),
             tensor(clean[target]),
             tensor(known[target]),
-            self.class_names.index(label),
+            self.class_names.index(label) if self.labels else -1,
             target_heldout=tensor(known[target] if self.task == "extrapolation" else known & ~kept),
         )
 

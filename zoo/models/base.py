@@ -35,7 +35,7 @@ class ZooModule(LightningModule):
 
     def __init__(self) -> None:
         super().__init__()
-        self._train_solves = SolveLog()
+        self._train_solves, self._train_batch_size = SolveLog(), None
 
     def save_arguments(self, values: Mapping[str, Any]) -> None:
         """Saves the resolved constructor arguments ``values`` as the hyperparameters (plain data)."""
@@ -76,7 +76,7 @@ class ZooModule(LightningModule):
             self.log(f"{stage}_nfe_forward", float(solves.nfe_forward), on_step=on_step, on_epoch=True,
                      prog_bar=True, sync_dist=True, batch_size=_batch_size(batch))
         if stage == "train":
-            self._train_solves = solves
+            self._train_solves, self._train_batch_size = solves, _batch_size(batch)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -93,7 +93,7 @@ class ZooModule(LightningModule):
         solves = self._train_solves
         if len(solves):
             self.log("train_nfe_backward", float(solves.nfe_backward), on_step=True, on_epoch=True,
-                     prog_bar=True, sync_dist=True)
+                     prog_bar=True, sync_dist=True, batch_size=self._train_batch_size)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam at 1e-3; the configs replace it with their ``optimizer`` and ``lr_scheduler``."""

@@ -22,7 +22,7 @@ from zoo.data.series import SeriesBatch
 from zoo.errors import SettingError
 from zoo.families import register_model
 from zoo.models.base import ZooModule
-from zoo.models.series_metrics import crps, interval_coverage, masked_mse
+from zoo.models.series_metrics import SeededEvaluation, crps, interval_coverage, masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings, solve
 
 #: The encoder's solver: Euler, at most 50 steps over the unit time span (the authors' setting).
@@ -218,7 +218,7 @@ class SeriesObjective:
 
 
 @register_model
-class LatentODE(ZooModule):
+class LatentODE(SeededEvaluation, ZooModule):
     """The Latent ODE of Rubanova et al. (2019) as a LightningModule on batches of irregular series.
 
     Logs per stage: ``{stage}_elbo`` and ``{stage}_iwae`` in nats per series (the bound with
@@ -226,6 +226,7 @@ class LatentODE(ZooModule):
     posterior-mean prediction on the target values, ``{stage}_acc`` with a classifier, and the
     NFE of all solves; in validation and test also the coverage of the 90% predictive interval
     (``{stage}_coverage90``) and the CRPS (``{stage}_crps``), from ``objective.eval_samples``.
+    Validation and test draw from a fixed seed (:class:`SeededEvaluation`).
 
     Args:
         input_shape: ``(D,)``, channels per observation (linked from the DataModule).
