@@ -63,14 +63,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _list(options: argparse.Namespace) -> None:
-    rows = [("name", "weights", "test_acc", "params", "dataset", "source")]
+    rows = [("name", "weights", "test", "params", "dataset", "source")]
     for name in hub.list_models(options.pattern, options.pretrained):
         entry = registry.summary(name)
-        accuracy = entry.metrics.get("test_acc")
         rows.append((
             name,
             "yes" if entry.trained else "-",
-            f"{accuracy:.4f}" if accuracy is not None else "-",
+            _headline(entry.metrics),
             f"{entry.num_params:,}" if entry.num_params is not None else "-",
             entry.dataset,
             entry.source,
@@ -78,6 +77,14 @@ def _list(options: argparse.Namespace) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    """The test metric ``zoo list`` shows: accuracy for classifiers, else the MSE of the series models."""
+    for key, digits in (("test_acc", 4), ("test_mse", 5)):
+        if key in metrics:
+            return f"{key.removeprefix('test_')} {metrics[key]:.{digits}f}"
+    return "-"
 
 
 def _info(options: argparse.Namespace) -> None:
