@@ -267,3 +267,16 @@ def test_fine_tune_with_weights_that_do_not_fit(run_zoo):
     assert "Traceback" not in failed.stderr
     with pytest.raises(WeightsMismatchError, match=r"net\.body\.0\.conv1\.weight"):
         zoo.models.ResNet(width=32, weights="resnet-fmnist")
+
+
+def test_fine_tune_a_series_entry_on_other_data(run_zoo, tmp_path):
+    """A Latent ODE entry fine-tunes on 30% dropped values; with lr 0 its weights stay the zoo's."""
+    run_zoo("fit", "--config", CONFIGS / "latent-ode-japanesevowels.yaml",
+            "--model.init_args.weights", "latent-ode-japanesevowels", "--data.init_args.drop", "0.3",
+            "--optimizer.init_args.lr", "0", "--trainer.max_steps", "2",
+            "--trainer.enable_progress_bar", "false")
+    tuned = torch.load(next(tmp_path.glob("runs/*/version_0/checkpoints/last.ckpt")), weights_only=True)
+    assert tuned["datamodule_hyper_parameters"]["drop"] == 0.3
+    zoo_weights = zoo.load("latent-ode-japanesevowels").state_dict()
+    assert tuned["state_dict"].keys() == zoo_weights.keys()
+    assert all(torch.equal(tuned["state_dict"][k], zoo_weights[k]) for k in zoo_weights)

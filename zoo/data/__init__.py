@@ -1,5 +1,6 @@
 """Data modules of the zoo."""
 
+from zoo.data.densities import Density2dDataModule
 from zoo.data.images import (
     CIFAR10DataModule,
     DataNotFoundError,
@@ -21,6 +22,7 @@ from zoo.data.uea import UEADataModule
 __all__ = [
     "CIFAR10DataModule",
     "DataNotFoundError",
+    "Density2dDataModule",
     "EllipsesDataModule",
     "FashionMNISTDataModule",
     "ImageDataModule",

@@ -145,6 +145,50 @@ class ConcatMLP(nn.Module):
         return self.net(torch.cat([time, y], dim=-1))
 
 
+class ConcatSquashLinear(nn.Module):
+    """``Linear(y) * sigmoid(gate(t)) + shift(t)``: FFJORD's time-conditioned layer."""
+
+    def __init__(self, width_in: int, width_out: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width_in, width_out)
+        self.gate = nn.Linear(1, width_out)
+        self.shift = nn.Linear(1, width_out, bias=False)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        time = t.reshape(-1, 1).to(y)  # one time for the batch, or one per sample
+        return self.linear(y) * torch.sigmoid(self.gate(time)) + self.shift(time)
+
+
+@DYNAMICS.register("concat_squash")
+class ConcatSquashMLP(nn.Module):
+    """An MLP of concat-squash layers (Grathwohl et al. 2019): time gates and shifts every layer.
+
+    Args:
+        dim: Features of the state.
+        hidden_dims: Widths of the hidden layers; default ``[64, 64, 64]`` (FFJORD's 2-D flows).
+        activation: Name of the nonlinearity after each hidden layer (see ``ACTIVATIONS``).
+        zero_last: Start the last layer at zero, so the flow starts as the identity (RNODE).
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "tanh",
+                 zero_last: bool = False) -> None:
+        super().__init__()
+        widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_squash"), dim]
+        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in itertools.pairwise(widths))
+        self.activation = make_activation(activation)
+        if zero_last:
+            last = self.layers[-1]
+            for weight in (last.linear.weight, last.linear.bias, last.shift.weight):
+                nn.init.zeros_(weight)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            y = layer(t, y)
+            if i < len(self.layers) - 1:
+                y = self.activation(y)
+        return y
+
+
 def _hidden(hidden_dims: Sequence[int] | None, default: list[int], name: str,
             count: int | None = None) -> list[int]:
     widths = list(default if hidden_dims is None else hidden_dims)

@@ -187,6 +187,11 @@ def _check_tolerance(name: str, value: Any) -> None:
                          f"component), got {value!r}")
 
 
+def _strictest(value: float | Sequence[float]) -> float:
+    """One tolerance for the adjoint's state (which is not the forward's tuple): the smallest."""
+    return min(value) if isinstance(value, list | tuple) else value
+
+
 #: What an unset field of :class:`SolverSettings` means when no family sets it.
 DEFAULTS: dict[str, Any] = {
     "method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "step_size": None, "max_steps": None,
@@ -213,8 +218,9 @@ class SolverSettings:
             the solver's operations.
         seminorm: The adjoint's error measured without the parameter gradients (Kidger et al. 2021).
         adjoint_method: Method of the adjoint solve; None: the same as ``method``.
-        adjoint_rtol: Relative tolerance of the adjoint solve; None: ``rtol``.
-        adjoint_atol: Absolute tolerance of the adjoint solve; None: ``atol``.
+        adjoint_rtol: Relative tolerance of the adjoint solve (one number); None: ``rtol``, the
+            smallest one if ``rtol`` is per component.
+        adjoint_atol: Absolute tolerance of the adjoint solve (one number); None: ``atol``, likewise.
         options: Further options passed to the torchdiffeq solver as they are (for example
             ``{"solver": "RK45"}`` for ``scipy_solver``, ``{"max_order": 6}`` for the Adams
             methods, ``{"split_dim": 1}`` for ``leapfrog``).
@@ -228,8 +234,8 @@ class SolverSettings:
     adjoint: bool | None = None
     seminorm: bool | None = None
     adjoint_method: str | None = None
-    adjoint_rtol: float | list[float] | None = None
-    adjoint_atol: float | list[float] | None = None
+    adjoint_rtol: float | None = None
+    adjoint_atol: float | None = None
     options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -239,6 +245,10 @@ class SolverSettings:
         for name in ("rtol", "atol", "adjoint_rtol", "adjoint_atol"):
             if getattr(self, name) is not None:
                 _check_tolerance(name, getattr(self, name))
+        for name in ("adjoint_rtol", "adjoint_atol"):
+            if isinstance(getattr(self, name), list | tuple):
+                raise SettingError(f"solver.{name} must be one number: the adjoint's state is not the "
+                                   f"forward's tuple; got {getattr(self, name)!r}")
         if self.step_size is not None and not (self.step_size > 0 and math.isfinite(self.step_size)):
             raise SettingError(f"solver.step_size must be a positive finite number, got {self.step_size!r}")
         if self.max_steps is not None and (int(self.max_steps) != self.max_steps or self.max_steps < 1):
@@ -264,8 +274,8 @@ class SolverSettings:
             return None
         return AdjointSettings(
             method=SOLVERS.get(full["adjoint_method"] or full["method"]),
-            rtol=full["adjoint_rtol"] or full["rtol"],
-            atol=full["adjoint_atol"] or full["atol"],
+            rtol=full["adjoint_rtol"] or _strictest(full["rtol"]),
+            atol=full["adjoint_atol"] or _strictest(full["atol"]),
             seminorm=bool(full["seminorm"]),
         )
 
