@@ -9,8 +9,9 @@ validation) and the mean forward/backward NFE per training step of the last epoc
 
     python benchmarks/series_results.py --out runs/series-results [--group spirals] [--json F]
 
-Runs that already have a test result in ``--out`` are read back, not repeated, so an
-interrupted run resumes where it stopped.
+Runs that already have a test result in ``--out`` for the recipe's number of epochs are read
+back, not repeated; a run with fewer epochs there is resumed from its ``last.ckpt`` (exactly the
+run a single longer fit makes), so raising a recipe's ``max_epochs`` costs only the new epochs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -75,31 +77,46 @@ def logged(run_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def train_and_test(run: Run, out: Path, max_epochs: int | None = None) -> dict:
+def recipe_epochs(run: Run) -> int:
+    recipe = yaml.safe_load((REPO / "configs" / f"{run.recipe}.yaml").read_text())
+    return int(recipe["trainer"]["max_epochs"])
+
+
+def train_and_test(run: Run, out: Path, epochs: int, previous: dict | None = None) -> dict:
+    """Fits (resuming the run's last checkpoint if it has one), then tests the best checkpoint.
+
+    A run resumed from its ``last.ckpt`` to more epochs is the same run as one made at once
+    (the resume is exact: :mod:`zoo.resume`); each resumption logs into the next ``version_N``.
+    """
     recipe = str(REPO / "configs" / f"{run.recipe}.yaml")
-    shorter = ("--trainer.max_epochs", str(max_epochs)) if max_epochs else ()
-    common = ("--config", recipe, *run.overrides, *shorter, "--trainer.enable_progress_bar", "false")
-    fit_dir = out / "fit" / run.label / "version_0"
+    common = ("--config", recipe, *run.overrides, "--trainer.max_epochs", str(epochs),
+              "--trainer.enable_progress_bar", "false")
+    run_dir = out / "fit" / run.label
+    versions = sorted(run_dir.glob("version_*"), key=lambda path: int(path.name.split("_")[1]))
+    resume = [path / "checkpoints" / "last.ckpt" for path in versions[-1:]]
+    resume_args = ("--ckpt_path", str(resume[0])) if resume and resume[0].exists() else ()
+    version = str(len(versions))
     started = time.perf_counter()
-    zoo("fit", *common, "--trainer.logger.init_args.save_dir", str(out / "fit"),
-        "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", "0",
+    zoo("fit", *common, *resume_args, "--trainer.logger.init_args.save_dir", str(out / "fit"),
+        "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", version,
         "--trainer.callbacks+=zoo.timing.StepTimes")
-    wall = time.perf_counter() - started
-    (best,) = fit_dir.glob("checkpoints/best-*.ckpt")
+    wall = time.perf_counter() - started + (previous or {}).get("fit_wall_s", 0.0)
+    last = torch.load(run_dir / f"version_{version}" / "checkpoints" / "last.ckpt", map_location="cpu",
+                      weights_only=True)
+    best = best_checkpoint(run_dir, recipe)
     zoo("test", *common, "--ckpt_path", str(best), "--trainer.logger.init_args.save_dir", str(out / "test"),
-        "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", "0")
-    (test_row,) = [row for row in logged(out / "test" / run.label / "version_0") if row.get("test_loss")]
-    last = torch.load(fit_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    rows = logged(fit_dir)
-    epochs = int(last["epoch"]) + 1
+        "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", version)
+    tested = logged(out / "test" / run.label / f"version_{version}")
+    (test_row,) = [row for row in tested if row.get("test_loss")]
+    rows = [row for path in sorted(run_dir.glob("version_*")) for row in logged(path)]
     final = [row for row in rows if row.get("train_loss_epoch")][-1]
     step_times = [float(row["train_steps_s"]) for row in rows if row.get("train_steps_s")]
     return {
         "label": run.label,
         "recipe": f"configs/{run.recipe}.yaml",
         "overrides": list(run.overrides),
-        "best_checkpoint": best.name,
-        "epochs": epochs,
+        "best_checkpoint": str(best.relative_to(out)),
+        "epochs": int(last["epoch"]) + 1,
         "steps": int(last["global_step"]),
         "fit_wall_s": round(wall, 1),
         "train_s_per_epoch": round(sum(step_times) / len(step_times), 2),
@@ -108,6 +125,22 @@ def train_and_test(run: Run, out: Path, max_epochs: int | None = None) -> dict:
         "nfe_backward_per_step": _number(final.get("train_nfe_backward_epoch")),
         "test": {key: float(value) for key, value in test_row.items() if key.startswith("test_") and value},
     }
+
+
+def best_checkpoint(run_dir: Path, recipe: str) -> Path:
+    """The best of the run's ``best-*.ckpt`` files (one per resumption at most), by the recipe's monitor.
+
+    Each file holds the score ModelCheckpoint gave it when it was saved.
+    """
+    callbacks = yaml.safe_load(Path(recipe).read_text())["trainer"]["callbacks"]
+    (settings,) = [c["init_args"] for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+    scored = []
+    for path in run_dir.glob("version_*/checkpoints/best-*.ckpt"):
+        stored = torch.load(path, map_location="cpu", weights_only=True)["callbacks"]
+        (state,) = [s for key, s in stored.items() if key.startswith("ModelCheckpoint")]
+        scored.append((float(state["best_model_score"]), path))
+    pick = max if settings.get("mode", "min") == "max" else min
+    return pick(scored, key=lambda pair: pair[0])[1]
 
 
 def _number(text: str | None) -> float | None:
@@ -141,9 +174,11 @@ def main() -> None:
         if (args.group and run.group not in args.group) or (args.label and run.label not in args.label):
             continue
         saved = args.out / "results" / f"{run.label}.json"
-        if not saved.exists():
+        epochs = args.max_epochs or recipe_epochs(run)
+        previous = json.loads(saved.read_text()) if saved.exists() else None
+        if previous is None or previous["epochs"] != epochs:
             saved.parent.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(train_and_test(run, args.out, args.max_epochs), indent=2))
+            saved.write_text(json.dumps(train_and_test(run, args.out, epochs, previous), indent=2))
         results.append(json.loads(saved.read_text()))
         print(f"{run.label}: {results[-1]['test']}", file=sys.stderr, flush=True)
     print(table(results))

@@ -13,13 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
+from lightning import Trainer
 
 from tests.conftest import CONFIGS
 from zoo.data import FashionMNISTDataModule, SpheresDataModule
 from zoo.data.order import EpochSampler
+from zoo.resume import ResumeCheckpoint
 
 RECIPE = CONFIGS / "anode-spheres2d.yaml"
 EPOCHS = 4
@@ -152,3 +155,21 @@ def test_every_epoch_has_its_own_order_outside_a_trainer():
     assert isinstance(train.sampler, EpochSampler)
     first, second = next(iter(train))[1], next(iter(train))[1]
     assert sorted(first.tolist()) == sorted(second.tolist()) and not torch.equal(first, second)
+
+
+def test_last_checkpoint_knows_this_epochs_best(tmp_path):
+    """``last.ckpt`` is written after ModelCheckpoint's update, whatever the callbacks' order."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from zoo.data import PeriodicDataModule
+    from zoo.models import GRUDeltaT
+
+    best = ModelCheckpoint(monitor="val_mse", filename="best-{epoch}")
+    trainer = Trainer(max_epochs=3, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, callbacks=[ResumeCheckpoint(), best])
+    data = PeriodicDataModule(num_train=32, num_val=16, num_test=8, batch_size=16, num_times=20)
+    trainer.fit(GRUDeltaT(hidden_dim=8), datamodule=data)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    (state,) = [s for key, s in last["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    assert state["best_model_path"] == best.best_model_path and Path(best.best_model_path).exists()
+    assert state["best_model_score"] == best.best_model_score

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning import Callback, LightningModule, Trainer
+from lightning import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint
 
 from zoo.data.order import Position
 from zoo.errors import SettingError
@@ -26,7 +27,7 @@ from zoo.hub.files import commit
 LAST = "last.ckpt"
 
 
-class ResumeCheckpoint(Callback):
+class ResumeCheckpoint(Checkpoint):
     """Keeps ``<dirpath>/last.ckpt`` fresh: at every epoch end and every ``every_n_train_steps`` steps.
 
     Args:
@@ -48,14 +49,26 @@ class ResumeCheckpoint(Callback):
         """The ``last.ckpt`` file: in ``dirpath``, else where the run's ``ModelCheckpoint`` writes."""
         if self.dirpath:
             return Path(self.dirpath) / LAST
-        if trainer.checkpoint_callback is not None and trainer.checkpoint_callback.dirpath:
-            return Path(trainer.checkpoint_callback.dirpath) / LAST
+        writer = next((c for c in trainer.checkpoint_callbacks if getattr(c, "dirpath", None)), None)
+        if writer is not None:
+            return Path(writer.dirpath) / LAST
         if not trainer.loggers:
             return Path(trainer.default_root_dir) / "checkpoints" / LAST
         logger = trainer.loggers[0]  # as ModelCheckpoint: <save_dir>/<name>/<version>/checkpoints
         version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
         folder = Path(logger.save_dir or trainer.default_root_dir, str(logger.name), version)
         return folder / "checkpoints" / LAST
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Runs last among the callbacks, so what it saves at an epoch's end is after the others' update.
+
+        ``ModelCheckpoint`` picks this epoch's best in its own ``on_train_epoch_end``, which
+        Lightning calls after the other callbacks' (it monitors the epoch's metrics); saved
+        before that, a resumed run would restore the best of the epoch before. So this is a
+        ``Checkpoint`` too (called in that second round), and the last of them.
+        """
+        # a new list: the one Lightning is iterating over to call ``setup`` stays as it is
+        trainer.callbacks = [callback for callback in trainer.callbacks if callback is not self] + [self]
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
