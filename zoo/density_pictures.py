@@ -1,0 +1,102 @@
+"""Pictures of a 2-D flow: the learned density on a grid, beside the data, samples and trajectories."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from matplotlib.figure import Figure
+
+from zoo.errors import SettingError
+from zoo.ode import solve
+from zoo.pictures import evaluating, log_picture, new_figure, run_folder, save_figure
+
+
+@torch.no_grad()
+def plot_density(model: LightningModule, data: torch.Tensor, resolution: int = 120,
+                 num_samples: int = 2000, num_paths: int = 24, limit: float = 4.5) -> Figure:
+    """Four panels: the data, the model's density exp(log p) on a grid, its samples, its flow.
+
+    Args:
+        model: An FFJORD model on 2-D points (``log_prob``, ``sample``, ``net``).
+        data: (N, 2) test points.
+        resolution: Grid points per side of the density panel.
+        num_samples: Points drawn from the model.
+        num_paths: Base points whose paths back to data space are drawn.
+        limit: The panels show [-limit, limit]^2.
+    """
+    figure, axes = new_figure(ncols=4, width=3.2, height=3.2)
+    edges = torch.linspace(-limit, limit, resolution, device=model.device)
+    grid = torch.cartesian_prod(edges, edges)
+    with evaluating(model):
+        density = model.log_prob(grid).exp().reshape(resolution, resolution).T.cpu()
+        samples = model.sample(num_samples, generator=torch.Generator(model.device).manual_seed(0)).cpu()
+        paths = _paths(model, num_paths)
+    shown = data[: min(len(data), num_samples)].cpu()
+    axes[0].scatter(shown[:, 0], shown[:, 1], s=1, color="black")
+    axes[0].set_title("data")
+    axes[1].imshow(density, origin="lower", extent=(-limit, limit, -limit, limit), cmap="magma")
+    cell = (2 * limit / (resolution - 1)) ** 2
+    axes[1].set_title(f"density (mass on grid {density.sum().item() * cell:.3f})")
+    axes[2].scatter(samples[:, 0], samples[:, 1], s=1, color="tab:blue")
+    axes[2].set_title("samples")
+    for path in paths.unbind(1):
+        axes[3].plot(path[:, 0], path[:, 1], lw=0.8, color="tab:orange")
+        axes[3].scatter(path[-1, 0], path[-1, 1], s=6, color="black")
+    axes[3].set_title("flow from base (dots: data side)")
+    for ax in axes:
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure
+
+
+def _paths(model: LightningModule, num_paths: int, num_times: int = 40) -> torch.Tensor:
+    """(num_times, num_paths, 2) states of base points flowed back through the blocks."""
+    angle = torch.arange(num_paths, device=model.device) * 2 * math.pi / num_paths
+    z = 2.0 * torch.stack([angle.cos(), angle.sin()], dim=1)
+    states = []
+    for block in reversed(range(len(model.net.fields))):
+        end = model.net.end_times[block]
+        times = torch.linspace(1, 0, num_times, device=model.device) * end
+        path = solve(model.net.fields[block], z, times, model.test_solver).ys
+        states.append(path)
+        z = path[-1]
+    return torch.cat(states).cpu()
+
+
+class DensityPictures(Callback):
+    """Saves :func:`plot_density` of the test split as ``pictures/density.png`` after fitting.
+
+    The picture also goes to the run's Weights & Biases or TensorBoard logger under
+    ``pictures/density``. Only the global-rank-zero process writes.
+
+    Args:
+        resolution: Grid points per side of the density panel.
+        num_samples: Points drawn from the model.
+    """
+
+    def __init__(self, resolution: int = 120, num_samples: int = 2000) -> None:
+        super().__init__()
+        if resolution < 2 or num_samples < 1:
+            raise SettingError(
+                f"resolution must be >= 2 and num_samples >= 1, got {resolution!r}, {num_samples!r}"
+            )
+        self.resolution, self.num_samples = resolution, num_samples
+        self.folder = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.folder = run_folder(trainer) / "pictures"
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if not (trainer.is_global_zero and self.folder is not None and datamodule is not None):
+            return
+        datamodule.setup("test")
+        (data,) = datamodule.test_set.tensors
+        figure = plot_density(pl_module, data, self.resolution, self.num_samples)
+        log_picture(trainer, "pictures/density", save_figure(figure, self.folder / "density.png"))
