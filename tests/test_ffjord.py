@@ -7,8 +7,14 @@ import pytest
 import torch
 from lightning import Trainer
 
-from zoo.data.densities import DENSITIES, Density2dDataModule, eight_gaussians, eight_gaussians_log_prob
-from zoo.models.ffjord import FFJORD, optimal_pairs
+from zoo.data.densities import (
+    DENSITIES,
+    Density2dDataModule,
+    DigitsDataModule,
+    eight_gaussians,
+    eight_gaussians_log_prob,
+)
+from zoo.models.ffjord import FFJORD, Pixels, optimal_pairs
 from zoo.ode import DynamicsSpec, solve
 from zoo.ode.cnf import CNFField, draw_probe, initial_state
 
@@ -57,12 +63,15 @@ def test_regularizers_are_zero_for_zero_dynamics_and_positive_otherwise():
         assert (kinetic > 0).all() and (frobenius > 0).all()
 
 
+def flow_shape(flow_matching):
+    return {"end_time": 1.0, "learn_end_time": False} if flow_matching else {"end_time": 0.5}
+
+
 def trained_flow(trainer="flow_matching", steps=150, **training):
     torch.manual_seed(0)
     flow_matching = trainer == "flow_matching"
     model = FFJORD(dynamics=SMALL, solver={"rtol": 1e-3, "atol": 1e-3},
-                   test_solver={"rtol": 1e-5, "atol": 1e-5}, end_time=1.0 if flow_matching else 0.5,
-                   learn_end_time=not flow_matching,
+                   test_solver={"rtol": 1e-5, "atol": 1e-5}, flow=flow_shape(flow_matching),
                    training={"trainer": trainer, **training})
     dm = Density2dDataModule("8gaussians", num_train=steps * 100, num_val=200, num_test=200)
     fit = Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -107,8 +116,8 @@ def test_a_few_steps_of_each_trainer_lower_the_nll(trainer, training):
     x = dm.test_set.tensors[0]
     torch.manual_seed(0)
     flow_matching = trainer == "flow_matching"
-    untrained = FFJORD(dynamics=SMALL, end_time=1.0 if flow_matching else 0.5,
-                       learn_end_time=not flow_matching, test_solver={"rtol": 1e-4, "atol": 1e-4})
+    untrained = FFJORD(dynamics=SMALL, flow=flow_shape(flow_matching),
+                       test_solver={"rtol": 1e-4, "atol": 1e-4})
     with torch.no_grad():
         before = -untrained.log_prob(x).mean().item()
         after = -trained_flow(trainer, steps=30, **training).log_prob(x).mean().item()
@@ -150,3 +159,46 @@ def test_checkerboard_is_uniform_on_half_the_squares():
     occupied = counts > 0
     assert occupied.sum() == 8 and (occupied ^ occupied.roll(1, 0)).all()  # alternating, as a checkerboard
     assert counts[occupied].float().std() / counts[occupied].float().mean() < 0.05
+
+
+def test_pixels_dequantize_into_their_own_cell_and_come_back():
+    pixels = torch.randint(0, 17, (50, 64)).float()
+    y, log_det = Pixels(17)(pixels)
+    assert torch.equal(Pixels(17).inverse(y), pixels)
+    assert log_det.shape == (50,) and torch.isfinite(log_det).all()
+
+
+def test_pixel_log_det_is_the_transforms_jacobian():
+    """The logit transform's log-determinant, checked against autograd, less D log L."""
+    pixels = torch.randint(0, 17, (3, 4)).float()
+    torch.manual_seed(5)
+    y, log_det = Pixels(17)(pixels)
+    torch.manual_seed(5)
+    noise = torch.rand_like(pixels)
+    unit = ((pixels + noise) / 17).requires_grad_(True)
+    s = 0.05 + 0.9 * unit
+    transformed = torch.log(s) - torch.log1p(-s)
+    (grad,) = torch.autograd.grad(transformed.sum(), unit)  # elementwise: the Jacobian's diagonal
+    assert torch.allclose(y, transformed.detach(), atol=1e-6)
+    assert torch.allclose(log_det, grad.log().sum(-1) - 4 * math.log(17), atol=1e-5)
+
+
+def test_a_digits_flow_reports_bits_per_dimension_and_samples_pixels():
+    pytest.importorskip("sklearn")
+    dm = DigitsDataModule(batch_size=50)
+    dm.setup()
+    x = dm.test_set.tensors[0][:20]
+    torch.manual_seed(0)
+    model = FFJORD(input_shape=(64,), dynamics=SMALL, pixel_levels=17, flow=flow_shape(True),
+                   training={"trainer": "flow_matching"}, test_solver={"rtol": 1e-4, "atol": 1e-4})
+    with torch.no_grad():
+        before = model.bits_per_dim(x).mean().item()
+    fit = Trainer(max_steps=60, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                  enable_model_summary=False, limit_val_batches=0)
+    fit.fit(model, datamodule=dm)
+    with torch.no_grad():
+        after = model.bits_per_dim(x).mean().item()
+        samples = model.sample(5)
+    assert 0 < after < before, (before, after)
+    assert samples.shape == (5, 64) and samples.min() >= 0 and samples.max() <= 16
+    assert torch.equal(samples, samples.round())

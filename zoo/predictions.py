@@ -1,4 +1,4 @@
-"""``zoo predict`` for time series: the predictive mean and spread written to the run folder.
+"""``zoo predict`` writers: series' predictive mean and spread, flows' likelihoods and samples.
 
 :class:`SeriesPredictions` is a Lightning prediction writer. For every predict batch of series it
 saves ``predictions/batch=NNNN.npz`` in the run's folder with:
@@ -9,6 +9,9 @@ saves ``predictions/batch=NNNN.npz`` in the run's folder with:
 - ``target`` and ``target_mask``: the known values there.
 
 Shapes are (B, S, D) on the batch's union of target times.
+
+:class:`FlowPredictions` saves, per predict batch, ``log_prob`` (B,) of the batch's points in
+nats and ``samples`` (B, D), as many points drawn from the model.
 """
 
 from __future__ import annotations
@@ -53,4 +56,25 @@ class SeriesPredictions(BasePredictionWriter):
             quantiles = torch.quantile(prediction["samples"], levels, dim=0).cpu().numpy()
             arrays.update(q05=quantiles[0], q50=quantiles[1], q95=quantiles[2])
         self.folder.mkdir(parents=True, exist_ok=True)
+        np.savez(self.folder / f"batch={batch_idx:04d}.npz", **arrays)
+
+
+class FlowPredictions(BasePredictionWriter):
+    """Writes each predict batch's log-likelihoods and samples as ``predictions/batch=NNNN.npz``."""
+
+    def __init__(self) -> None:
+        super().__init__(write_interval="batch")
+        self.folder: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "predict":
+            self.folder = run_folder(trainer) / "predictions"
+
+    def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
+                           batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if not (trainer.is_global_zero and self.folder is not None and isinstance(prediction, dict)
+                and "samples" in prediction and "log_prob" in prediction):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        arrays = {key: prediction[key].detach().cpu().numpy() for key in ("log_prob", "samples")}
         np.savez(self.folder / f"batch={batch_idx:04d}.npz", **arrays)

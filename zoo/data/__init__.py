@@ -1,6 +1,6 @@
 """Data modules of the zoo."""
 
-from zoo.data.densities import Density2dDataModule
+from zoo.data.densities import Density2dDataModule, DigitsDataModule
 from zoo.data.images import (
     CIFAR10DataModule,
     DataNotFoundError,
@@ -23,6 +23,7 @@ __all__ = [
     "CIFAR10DataModule",
     "DataNotFoundError",
     "Density2dDataModule",
+    "DigitsDataModule",
     "EllipsesDataModule",
     "FashionMNISTDataModule",
     "ImageDataModule",

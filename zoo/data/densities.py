@@ -11,17 +11,24 @@ learn from samples: ``8gaussians``, ``checkerboard``, ``pinwheel``, ``2spirals``
 
 Batches are ``(x,)`` float32 tensors of shape (B, 2). Train, validation and test sets are
 independent draws from three streams of ``numpy.random.SeedSequence(seed)``.
+
+:class:`DigitsDataModule` is the density-estimation set of integer pixels: scikit-learn's 1,797
+8x8 handwritten digits (values 0-16), read from the file scikit-learn ships.
 """
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from zoo.data.images import DataNotFoundError
 from zoo.data.splits import SplitDataModule
 from zoo.errors import SettingError
 from zoo.families import register_datamodule
@@ -163,3 +170,60 @@ class Density2dDataModule(SplitDataModule):
         for (split, size), stream in zip(self.sizes.items(), streams, strict=True):
             points = DENSITIES[self.name](np.random.default_rng(stream), size)
             setattr(self, f"{split}_set", TensorDataset(torch.as_tensor(points, dtype=torch.float32)))
+
+
+def digits_file() -> Path:
+    """``digits.csv.gz`` of the installed scikit-learn (found without importing it)."""
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec is not None else []
+    for root in roots:
+        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if path.is_file():
+            return path
+    raise DataNotFoundError(
+        "the 8x8 digits ship with scikit-learn, which is not installed here: "
+        "pip install scikit-learn (or neural-ode-zoo[flows])"
+    )
+
+
+def read_digits(path: Path) -> np.ndarray:
+    """(1797, 64) pixel values 0-16 (the label column is dropped)."""
+    with gzip.open(path, "rt") as file:
+        table = np.loadtxt(file, delimiter=",", dtype=np.float32)
+    return table[:, :64]
+
+
+@register_datamodule
+class DigitsDataModule(SplitDataModule):
+    """scikit-learn's 8x8 digits as 64 integer pixels of 17 levels, for density estimation.
+
+    Args:
+        num_val: Images held out for validation (seeded).
+        num_test: Images held out for test (seeded); the rest train.
+        batch_size: Images per batch.
+        seed: Seed of the split.
+        num_workers: Loader worker processes.
+    """
+
+    input_shape = (64,)
+    num_classes = 0
+    levels = 17
+
+    def __init__(self, num_val: int = 180, num_test: int = 360, batch_size: int = 100, seed: int = 0,
+                 num_workers: int = 0) -> None:
+        super().__init__()
+        self.num_val, self.num_test = num_val, num_test
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.train_set = self.val_set = self.test_set = None
+        self.save_hyperparameters()
+        self.display_name = "8x8 digits (scikit-learn)"
+        self.preprocessing = {"inputs": "integer pixels 0-16, flattened to 64", "normalize": None}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        pixels = torch.as_tensor(read_digits(digits_file()))
+        order = torch.as_tensor(np.random.default_rng(self.seed).permutation(len(pixels)))
+        test, val = order[: self.num_test], order[self.num_test : self.num_test + self.num_val]
+        train = order[self.num_test + self.num_val :]
+        self.train_set, self.val_set, self.test_set = (TensorDataset(pixels[i]) for i in (train, val, test))

@@ -100,6 +100,45 @@ class ZooModule(LightningModule):
         return torch.optim.Adam(self.parameters(), lr=1e-3)
 
 
+class SeededEvaluation:
+    """Validation and test draw their random numbers from a fixed seed, then put the stream back.
+
+    A mixin for LightningModules whose metrics use samples (posterior draws, predictive noise):
+    their validation and test metrics become a function of the weights and the data alone, so a
+    card's ``metrics_command`` reproduces the card and two checkpoints are compared on the same
+    draws. Training's random stream is restored afterwards, so validating never changes what
+    training draws next.
+    """
+
+    evaluation_seed = 0
+
+    def _seed_evaluation(self) -> None:
+        self._training_rng = (
+            torch.random.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+        )
+        torch.manual_seed(self.evaluation_seed)
+
+    def _restore_training_rng(self) -> None:
+        cpu, cuda = self.__dict__.pop("_training_rng", (None, None))
+        if cpu is not None:
+            torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+    def on_validation_epoch_start(self) -> None:
+        self._seed_evaluation()
+
+    def on_validation_epoch_end(self) -> None:
+        self._restore_training_rng()
+
+    def on_test_epoch_start(self) -> None:
+        self._seed_evaluation()
+
+    def on_test_epoch_end(self) -> None:
+        self._restore_training_rng()
+
+
 def _batch_size(batch: Any) -> int | None:
     """Samples in a batch: (inputs, labels), or a batch object with a length; None: Lightning infers."""
     if isinstance(batch, list | tuple) and batch and isinstance(batch[0], torch.Tensor):

@@ -25,7 +25,7 @@ from torch import nn
 
 from zoo.errors import SettingError
 from zoo.families import register_model
-from zoo.models.base import ZooModule
+from zoo.models.base import SeededEvaluation, ZooModule
 from zoo.ode import DynamicsSpec, SolverSettings, solve
 from zoo.ode.cnf import (
     DIVERGENCES,
@@ -38,6 +38,8 @@ from zoo.ode.cnf import (
 )
 
 TRAINERS = ("likelihood", "flow_matching")
+#: The logit transform's margin for pixel data (RealNVP's 0.05).
+LOGIT_ALPHA = 0.05
 COUPLINGS = ("independent", "ot")
 #: FFJORD's toy setting: dopri5 at 1e-5 both ways, with the adjoint.
 TRAIN_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "adjoint": True}
@@ -81,23 +83,71 @@ class FlowTraining:
         return self.kinetic_weight > 0 or self.frobenius_weight > 0
 
 
+@dataclass
+class FlowShape:
+    """The flow's blocks and their time.
+
+    Attributes:
+        num_blocks: Blocks in sequence (FFJORD's multi-block flows; 1 for flow matching).
+        end_time: T of each block at the start (FFJORD: 0.5).
+        learn_end_time: Train T (FFJORD does; flow matching keeps it fixed).
+    """
+
+    num_blocks: int = 1
+    end_time: float = 0.5
+    learn_end_time: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks < 1:
+            raise SettingError(f"flow.num_blocks must be a positive integer, got {self.num_blocks!r}")
+        if not (self.end_time > 0 and math.isfinite(self.end_time)):
+            raise SettingError(f"flow.end_time must be a finite number > 0, got {self.end_time!r}")
+
+
+class Pixels(nn.Module):
+    """Integer pixels to the flow's space and back: dequantize, scale to [0, 1], logit.
+
+    ``y = logit(a + (1 - 2a) (k + u) / L)`` for pixel value k of L levels and u ~ U[0, 1)
+    (Theis et al. 2016's dequantization; RealNVP's logit with a = ``LOGIT_ALPHA``), so a density
+    q(y) gives the pixels' probability P(k) >= E_u[q(y) |dy/dx| / L^D]: the bits per dimension
+    are ``-(log q(y) + log|dy/dx| - D log L) / (D log 2)``.
+
+    Args:
+        levels: Values a pixel takes (17 for the 8x8 digits, 256 for 8-bit images).
+    """
+
+    def __init__(self, levels: int) -> None:
+        super().__init__()
+        self.levels = levels
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y`` and the per-image log-determinant of k -> y, less D log L (the cell volume)."""
+        unit = (pixels + torch.rand_like(pixels)) / self.levels
+        s = LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * unit
+        y = torch.log(s) - torch.log1p(-s)
+        log_det = (math.log(1 - 2 * LOGIT_ALPHA) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(-1)
+        return y, log_det - pixels[0].numel() * math.log(self.levels)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Pixel values (integers as floats) from flow-space points."""
+        unit = (torch.sigmoid(y) - LOGIT_ALPHA) / (1 - 2 * LOGIT_ALPHA)
+        return (unit * self.levels).floor().clamp(0, self.levels - 1)
+
+
 class CNF(nn.Module):
     """The plain flow: ``num_blocks`` vector fields, each solved over [0, T] with its own T.
 
     Args:
         dim: Features of a data point.
         dynamics: Each block's vector field.
-        num_blocks: Blocks in sequence (FFJORD's multi-block flows).
-        end_time: T at the start of training (FFJORD: 0.5).
-        learn_end_time: Train T as a parameter (kept positive through a softplus).
+        shape: Blocks and times; a learned T is kept positive through a softplus.
     """
 
-    def __init__(self, dim: int, dynamics: DynamicsSpec, num_blocks: int, end_time: float,
-                 learn_end_time: bool) -> None:
+    def __init__(self, dim: int, dynamics: DynamicsSpec, shape: FlowShape) -> None:
         super().__init__()
-        self.fields = nn.ModuleList(dynamics.build(dim) for _ in range(num_blocks))
-        raw = torch.full((num_blocks,), math.log(math.expm1(end_time)))  # softplus(raw) = end_time
-        self.raw_end_time = nn.Parameter(raw, requires_grad=learn_end_time)
+        self.fields = nn.ModuleList(dynamics.build(dim) for _ in range(shape.num_blocks))
+        raw = torch.full((shape.num_blocks,), math.log(math.expm1(shape.end_time)))  # softplus(raw) = T
+        self.raw_end_time = nn.Parameter(raw, requires_grad=shape.learn_end_time)
 
     @property
     def end_times(self) -> torch.Tensor:
@@ -128,22 +178,24 @@ class CNF(nn.Module):
 
 
 @register_model
-class FFJORD(ZooModule):
+class FFJORD(SeededEvaluation, ZooModule):
     """A continuous normalizing flow on vector data, with exact log-likelihood evaluation.
 
     Logs ``{stage}_nll`` (nats per point, the exact divergence with the test solver in
-    validation and test), the training loss and its parts, ``end_time`` and the NFE.
+    validation and test; for pixels also ``{stage}_bpd``, bits per dimension), the training loss
+    and its parts, ``end_time`` and the NFE. Validation and test draw their dequantization noise
+    from a fixed seed.
 
     Args:
         input_shape: ``(D,)`` (linked from the DataModule).
         num_classes: Unused; must be 0 (linked from the DataModule).
         dynamics: Each block's vector field; default concat-squash 64-64-64, tanh.
-        num_blocks: Flow blocks in sequence (1 for flow matching).
-        end_time: T of each block at the start.
-        learn_end_time: Train T (FFJORD does; flow matching keeps it fixed).
+        flow: Blocks and their end time (:class:`FlowShape`).
         solver: The training solve, what it leaves unset: dopri5 at 1e-5 with the adjoint.
         test_solver: The solve of validation, test, ``log_prob`` and ``sample``: dopri5 at 1e-5.
         training: The trainer and its settings (:class:`FlowTraining`).
+        pixel_levels: The data are integer pixels of this many levels (:class:`Pixels`); None:
+            continuous points.
         weights: Pretrained weights to start from.
     """
 
@@ -152,12 +204,11 @@ class FFJORD(ZooModule):
         input_shape: tuple[int, ...] = (2,),
         num_classes: int = 0,
         dynamics: DynamicsSpec | None = None,
-        num_blocks: int = 1,
-        end_time: float = 0.5,
-        learn_end_time: bool = True,
+        flow: FlowShape | dict[str, Any] | None = None,
         solver: SolverSettings | None = None,
         test_solver: SolverSettings | None = None,
         training: FlowTraining | dict[str, Any] | None = None,
+        pixel_levels: int | None = None,
         weights: str | None = None,
     ) -> None:
         super().__init__()
@@ -165,37 +216,51 @@ class FFJORD(ZooModule):
             raise SettingError(f"FFJORD models densities; num_classes must be 0, got {num_classes}")
         if len(input_shape) != 1:
             raise SettingError(f"FFJORD takes vectors of shape (D,), got input_shape={list(input_shape)}")
-        if not (end_time > 0 and math.isfinite(end_time)):
-            raise SettingError(f"end_time must be a finite number > 0, got {end_time!r}")
+        if pixel_levels is not None and (isinstance(pixel_levels, bool) or pixel_levels < 2):
+            raise SettingError(f"pixel_levels must be an integer >= 2 or null, got {pixel_levels!r}")
+        flow = flow if isinstance(flow, FlowShape) else FlowShape(**(flow or {}))
         training = training if isinstance(training, FlowTraining) else FlowTraining(**(training or {}))
-        if training.trainer == "flow_matching" and (num_blocks != 1 or learn_end_time):
-            raise SettingError("flow matching trains one block over a fixed T: set num_blocks: 1 and "
-                               "learn_end_time: false")
+        if training.trainer == "flow_matching" and (flow.num_blocks != 1 or flow.learn_end_time):
+            raise SettingError("flow matching trains one block over a fixed T: set flow.num_blocks: 1 and "
+                               "flow.learn_end_time: false")
         dynamics = DynamicsSpec.coerce(dynamics or DEFAULT_DYNAMICS)
         self.solver = SolverSettings.coerce(solver, defaults=TRAIN_SOLVER)
         self.test_solver = SolverSettings.coerce(test_solver, defaults=TEST_SOLVER)
         self.training_settings = training
         self.save_arguments({
             "input_shape": list(input_shape), "num_classes": num_classes, "dynamics": dynamics,
-            "num_blocks": num_blocks, "end_time": end_time, "learn_end_time": learn_end_time,
-            "solver": self.solver, "test_solver": self.test_solver, "training": training,
+            "flow": flow, "solver": self.solver, "test_solver": self.test_solver, "training": training,
+            "pixel_levels": pixel_levels,
         })
-        self.net = CNF(int(input_shape[0]), dynamics, num_blocks, end_time, learn_end_time)
+        self.net = CNF(int(input_shape[0]), dynamics, flow)
+        self.pixels = Pixels(pixel_levels) if pixel_levels else None
         self.load_weights(weights)
 
     # ---------------------------------------------------------------- the public API
 
     def log_prob(self, x: torch.Tensor, settings: SolverSettings | None = None) -> torch.Tensor:
-        """The exact log-density (nats) of each point of ``x`` (B, D), with the test solver."""
+        """The log-likelihood (nats) of each point of ``x`` (B, D), exact divergence, test solver.
+
+        For continuous points, the exact log-density. For pixel models (``pixel_levels``), the
+        log-probability of the integer pixels ``x`` from one dequantization draw: a lower bound.
+        """
+        log_det = 0.0
+        if self.pixels is not None:
+            x, log_det = self.pixels(x)
         z, delta, *_ = self.net(x, settings or self.test_solver, "exact")
-        return standard_normal_log_prob(z) - delta
+        return standard_normal_log_prob(z) - delta + log_det
+
+    def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
+        """``-log_prob(x)`` in bits per dimension, per point."""
+        return -self.log_prob(x) / (x[0].numel() * math.log(2))
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``num_samples`` points of the model's distribution: base samples flowed back to data."""
         dim = self.hparams["input_shape"][0]
         z = torch.randn(num_samples, dim, generator=generator, device=self.device)
-        return self.net.inverse(z, self.test_solver)
+        x = self.net.inverse(z, self.test_solver)
+        return x if self.pixels is None else self.pixels.inverse(x)
 
     # ---------------------------------------------------------------- training
 
@@ -205,6 +270,9 @@ class FFJORD(ZooModule):
         if stage != "train":
             nll = -self.log_prob(x).mean()
             self.log(f"{stage}_nll", nll, on_epoch=True, batch_size=size, sync_dist=True, prog_bar=True)
+            if self.pixels is not None:
+                bpd = nll / (x[0].numel() * math.log(2))
+                self.log(f"{stage}_bpd", bpd, on_epoch=True, batch_size=size, sync_dist=True)
             return nll
         if self.training_settings.trainer == "flow_matching":
             loss = self.flow_matching_loss(x)
@@ -217,8 +285,11 @@ class FFJORD(ZooModule):
     def likelihood_loss(self, x: torch.Tensor) -> torch.Tensor:
         """NLL in nats, plus RNODE's weighted regularizers."""
         settings = self.training_settings
+        log_det = 0.0
+        if self.pixels is not None:
+            x, log_det = self.pixels(x)
         z, delta, kinetic, frobenius = self.net(x, self.solver, settings.divergence, settings.probe)
-        nll = -(standard_normal_log_prob(z) - delta).mean()
+        nll = -(standard_normal_log_prob(z) - delta + log_det).mean()
         self.log("train_nll", nll, on_step=True, on_epoch=True, batch_size=len(x), sync_dist=True)
         if not settings.regularized:
             return nll
@@ -228,6 +299,8 @@ class FFJORD(ZooModule):
 
     def flow_matching_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The mean squared error of f(t, x_t) against the straight path's velocity (z - x) / T."""
+        if self.pixels is not None:
+            x = self.pixels(x)[0]
         z = torch.randn_like(x)
         if self.training_settings.coupling == "ot":
             z = z[optimal_pairs(x, z)]
@@ -236,6 +309,12 @@ class FFJORD(ZooModule):
         path = (1 - s) * x + s * z
         velocity = self.net.fields[0](s * end, path)
         return (velocity - (z - x) / end).pow(2).sum(-1).mean()
+
+
+    def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
+        """The batch's log-likelihoods (nats) and as many samples of the model."""
+        (x,) = batch if isinstance(batch, list | tuple) else (batch,)
+        return {"log_prob": self.log_prob(x), "samples": self.sample(len(x))}
 
 
 def optimal_pairs(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,8 @@ from torch import nn
 from zoo.data.series import SeriesBatch
 from zoo.errors import SettingError
 from zoo.families import register_model
-from zoo.models.base import ZooModule
-from zoo.models.series_metrics import SeededEvaluation, crps, interval_coverage, masked_mse
+from zoo.models.base import SeededEvaluation, ZooModule
+from zoo.models.series_metrics import crps, interval_coverage, masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings, solve
 
 #: The encoder's solver: Euler, at most 50 steps over the unit time span (the authors' setting).

@@ -49,45 +49,6 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(known, values, 0.0).sum() / known.sum().clamp(min=1)
 
 
-class SeededEvaluation:
-    """Validation and test draw their random numbers from a fixed seed, then put the stream back.
-
-    A mixin for LightningModules whose metrics use samples (posterior draws, predictive noise):
-    their validation and test metrics become a function of the weights and the data alone, so a
-    card's ``metrics_command`` reproduces the card and two checkpoints are compared on the same
-    draws. Training's random stream is restored afterwards, so validating never changes what
-    training draws next.
-    """
-
-    evaluation_seed = 0
-
-    def _seed_evaluation(self) -> None:
-        self._training_rng = (
-            torch.random.get_rng_state(),
-            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        )
-        torch.manual_seed(self.evaluation_seed)
-
-    def _restore_training_rng(self) -> None:
-        cpu, cuda = self.__dict__.pop("_training_rng", (None, None))
-        if cpu is not None:
-            torch.random.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-
-    def on_validation_epoch_start(self) -> None:
-        self._seed_evaluation()
-
-    def on_validation_epoch_end(self) -> None:
-        self._restore_training_rng()
-
-    def on_test_epoch_start(self) -> None:
-        self._seed_evaluation()
-
-    def on_test_epoch_end(self) -> None:
-        self._restore_training_rng()
-
-
 def gaussian_samples(mean: torch.Tensor, std: torch.Tensor, num_samples: int) -> torch.Tensor:
     """(K, ...) draws of N(mean, std^2); ``std`` broadcasts over the last dimension."""
     return mean + std * torch.randn(num_samples, *mean.shape, dtype=mean.dtype, device=mean.device)

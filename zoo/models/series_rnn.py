@@ -22,7 +22,7 @@ from torch import nn
 from zoo.data.series import SeriesBatch
 from zoo.errors import SettingError
 from zoo.families import register_model
-from zoo.models.base import ZooModule
+from zoo.models.base import SeededEvaluation, ZooModule
 from zoo.models.latent_ode import (
     DECODER_SOLVER,
     DEFAULT_DYNAMICS,
@@ -33,7 +33,7 @@ from zoo.models.latent_ode import (
     masked_gaussian_log_likelihood,
     posterior_head,
 )
-from zoo.models.series_metrics import SeededEvaluation, crps, gaussian_samples, interval_coverage, masked_mse
+from zoo.models.series_metrics import crps, gaussian_samples, interval_coverage, masked_mse
 from zoo.ode import DynamicsSpec, SolverSettings
 
 
