@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -74,6 +75,8 @@ def test_card_schema(name):
         if is_series(card):  # a Gaussian likelihood's loss may be below 0; its MSE and calibration may not
             assert card.metrics["test_mse"] >= 0 and 0 <= card.metrics["test_coverage90"] <= 1
             assert card.metrics["test_crps"] >= 0
+        elif is_density(card):
+            assert math.isfinite(card.metrics["test_nll"]) and card.metrics["test_nfe_forward"] > 0
         else:
             assert 0.0 < card.metrics["test_acc"] <= 1.0 and card.metrics["test_loss"] > 0
         assert card.metrics_command == f"zoo test --config {card.recipe} --model.init_args.weights {name}"
@@ -88,10 +91,15 @@ def is_series(card: ModelCard) -> bool:
     return "test_mse" in card.metrics
 
 
+def is_density(card: ModelCard) -> bool:
+    """A card of the FFJORD family: a test negative log-likelihood (and bits/dim for pixels)."""
+    return "test_nll" in card.metrics
+
+
 def headline_metrics(card: ModelCard) -> list[str]:
-    """The metrics a reproduction must match: accuracy, and for series the MSE and calibration too."""
-    keys = ["test_mse", "test_coverage90", "test_crps", "test_elbo"] if is_series(card) else []
-    return [key for key in [*keys, "test_acc"] if key in card.metrics]
+    """The metrics a reproduction must match: accuracy, MSE and calibration, or the likelihood."""
+    keys = ["test_mse", "test_coverage90", "test_crps", "test_elbo", "test_nll", "test_bpd", "test_acc"]
+    return [key for key in keys if key in card.metrics]
 
 
 def assert_contains(full: dict, partial: dict, where: str = "init_args") -> None:
@@ -132,7 +140,7 @@ def test_bundled_weights_match_their_card(name, fmnist_data_dir):
     stored = load_file(path)
     assert stored.keys() == model.state_dict().keys()
     assert all(torch.equal(stored[k], v) for k, v in model.state_dict().items())
-    if is_series(card):  # their test sets are small: the metrics command below runs all of it
+    if is_series(card) or is_density(card):  # the metrics command below runs their whole test set
         return
     accuracy = slice_accuracy(model, card, fmnist_data_dir)
     assert abs(accuracy - card.metrics["test_acc"]) <= TOLERANCE, (accuracy, card.metrics)

@@ -80,8 +80,8 @@ def _list(options: argparse.Namespace) -> None:
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    """The test metric ``zoo list`` shows: accuracy for classifiers, else the MSE of the series models."""
-    for key, digits in (("test_acc", 4), ("test_mse", 5)):
+    """The test metric ``zoo list`` shows: accuracy, a series model's MSE, or a flow's bits/dim or NLL."""
+    for key, digits in (("test_acc", 4), ("test_mse", 5), ("test_bpd", 4), ("test_nll", 4)):
         if key in metrics:
             return f"{key.removeprefix('test_')} {metrics[key]:.{digits}f}"
     return "-"
