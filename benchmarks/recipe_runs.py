@@ -58,7 +58,7 @@ def recipe_budget(run: Run) -> tuple[str, int]:
     return "steps", int(trainer["max_steps"])
 
 
-def train_and_test(run: Run, out: Path, budget: tuple[str, int], previous: dict | None = None) -> dict:
+def train_and_test(run: Run, out: Path, budget: tuple[str, int]) -> dict:
     """Fits (resuming the run's last checkpoint if it has one), then tests the best checkpoint.
 
     A run resumed from its ``last.ckpt`` to more epochs is the same run as one made at once
@@ -69,20 +69,24 @@ def train_and_test(run: Run, out: Path, budget: tuple[str, int], previous: dict 
     common = ("--config", recipe, *run.overrides, *length, "--trainer.enable_progress_bar", "false")
     run_dir = out / "fit" / run.label
     versions = sorted(run_dir.glob("version_*"), key=lambda path: int(path.name.split("_")[1]))
-    resume = [path / "checkpoints" / "last.ckpt" for path in versions[-1:]]
-    resume_args = ("--ckpt_path", str(resume[0])) if resume and resume[0].exists() else ()
-    version = str(len(versions))
-    started = time.perf_counter()
-    zoo("fit", *common, *resume_args, "--trainer.logger.init_args.save_dir", str(out / "fit"),
-        "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", version,
-        "--trainer.callbacks+=zoo.timing.StepTimes")
-    wall = time.perf_counter() - started + (previous or {}).get("fit_wall_s", 0.0)
+    latest = versions[-1] / "checkpoints" / "last.ckpt" if versions else None
+    if latest is not None and latest.exists() and _reached(latest, budget):
+        version = versions[-1].name.split("_")[1]  # trained already: only the test is (re)made
+    else:
+        version = str(len(versions))
+        resume_args = ("--ckpt_path", str(latest)) if latest is not None and latest.exists() else ()
+        started = time.perf_counter()
+        zoo("fit", *common, *resume_args, "--trainer.logger.init_args.save_dir", str(out / "fit"),
+            "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", version,
+            "--trainer.callbacks+=zoo.timing.StepTimes")
+        (run_dir / f"version_{version}" / "wall_s.txt").write_text(f"{time.perf_counter() - started:.1f}\n")
+    wall = sum(float(path.read_text()) for path in run_dir.glob("version_*/wall_s.txt"))
     last = torch.load(run_dir / f"version_{version}" / "checkpoints" / "last.ckpt", map_location="cpu",
                       weights_only=True)
     best = best_checkpoint(run_dir, recipe)
     zoo("test", *common, "--ckpt_path", str(best), "--trainer.logger.init_args.save_dir", str(out / "test"),
         "--trainer.logger.init_args.name", run.label, "--trainer.logger.init_args.version", version)
-    tested = logged(out / "test" / run.label / f"version_{version}")
+    tested = logged(out / "test" / run.label / f"version_{version}")  # a re-test replaces the old one
     (test_row,) = [row for row in tested if any(k.startswith("test_") and v for k, v in row.items())]
     rows = [row for path in sorted(run_dir.glob("version_*")) for row in logged(path)]
     final = [row for row in rows if row.get("train_loss_epoch") or row.get("train_nfe_forward_epoch")][-1]
@@ -94,7 +98,7 @@ def train_and_test(run: Run, out: Path, budget: tuple[str, int], previous: dict 
         "best_checkpoint": str(best.relative_to(out)),
         "epochs": int(last["epoch"]) + 1,
         "steps": int(last["global_step"]),
-        "fit_wall_s": round(wall, 1),
+        "fit_wall_s": round(wall, 1),  # the fits made with wall_s.txt records (all but the oldest runs)
         "train_s": round(sum(step_times), 1),
         "train_s_per_epoch": round(sum(step_times) / len(step_times), 2),
         "train_s_per_step": round(sum(step_times) / int(last["global_step"]), 4),
@@ -103,6 +107,12 @@ def train_and_test(run: Run, out: Path, budget: tuple[str, int], previous: dict 
         "history": history(rows),
         "test": {key: float(value) for key, value in test_row.items() if key.startswith("test_") and value},
     }
+
+
+def _reached(checkpoint: Path, budget: tuple[str, int]) -> bool:
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    done = stored["epoch"] + 1 if budget[0] == "epochs" else stored["global_step"]
+    return done >= budget[1]
 
 
 def history(rows: list[dict[str, str]]) -> list[dict[str, float]]:
@@ -151,7 +161,7 @@ def run_table(runs: list[Run], out: Path, only_groups: list[str] | None, only_la
         previous = json.loads(saved.read_text()) if saved.exists() else None
         if previous is None or previous[budget[0]] != budget[1]:
             saved.parent.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(train_and_test(run, out, budget, previous), indent=2))
+            saved.write_text(json.dumps(train_and_test(run, out, budget), indent=2))
         results.append(json.loads(saved.read_text()))
         print(f"{run.label}: {results[-1]['test']}", file=sys.stderr, flush=True)
     return results

@@ -70,7 +70,10 @@ def main() -> None:
     args = parser.parse_args()
     budget = ("epochs", args.max_epochs) if args.max_epochs else None
     results = run_table(runs(), args.out, args.group, args.label, budget)
-    print(table(results))
+    groups = {run.label: run.group for run in runs()}
+    for group in dict.fromkeys(groups[result["label"]] for result in results):
+        print(f"\n{group}\n")
+        print(table([result for result in results if groups[result["label"]] == group]))
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=2) + "\n")
 
