@@ -202,3 +202,22 @@ def test_a_digits_flow_reports_bits_per_dimension_and_samples_pixels():
     assert 0 < after < before, (before, after)
     assert samples.shape == (5, 64) and samples.min() >= 0 and samples.max() <= 16
     assert torch.equal(samples, samples.round())
+
+
+def test_zoo_fit_draws_the_density_and_zoo_predict_writes_samples(run_zoo, tmp_path):
+    from tests.conftest import CONFIGS
+
+    recipe = CONFIGS / "cfm-moons.yaml"
+    small = ("--data.init_args.num_train", "2000", "--data.init_args.num_val", "100",
+             "--data.init_args.num_test", "300", "--model.init_args.dynamics.hidden_dims", "[16, 16]",
+             "--model.init_args.test_solver.rtol", "1e-3", "--model.init_args.test_solver.atol", "1e-3")
+    run_zoo("fit", "--config", recipe, *small, "--trainer.max_steps", "40",
+            "--trainer.enable_progress_bar", "false")
+    run = tmp_path / "runs/cfm-moons/version_0"
+    assert (run / "pictures/density.png").stat().st_size > 10_000
+    run_zoo("predict", "--config", recipe, *small, "--ckpt_path", run / "checkpoints/last.ckpt")
+    batches = sorted((tmp_path / "runs/cfm-moons/version_1/predictions").glob("*.npz"))
+    assert len(batches) == 3  # the test split: 300 points in batches of 100
+    arrays = np.load(batches[0])
+    assert arrays["samples"].shape == (100, 2) and arrays["log_prob"].shape == (100,)
+    assert np.isfinite(arrays["log_prob"]).all()
