@@ -116,13 +116,17 @@ def _reached(checkpoint: Path, budget: tuple[str, int]) -> bool:
 
 
 def history(rows: list[dict[str, str]]) -> list[dict[str, float]]:
-    """Each validation's step and metrics, with the training seconds spent up to it."""
-    spent, points = 0.0, []
+    """Each validation's step and metrics, with the training seconds of the epochs up to its own."""
+    per_epoch: dict[int, float] = {}
     for row in rows:
         if row.get("train_steps_s"):
-            spent += float(row["train_steps_s"])
+            per_epoch[int(row["epoch"])] = float(row["train_steps_s"])
+    points = []
+    for row in rows:
         metrics = {k: float(v) for k, v in row.items() if k.startswith("val_") and v}
         if metrics:
+            epoch = int(row["epoch"])
+            spent = sum(seconds for e, seconds in per_epoch.items() if e <= epoch)
             points.append({"step": int(row["step"]), "train_s": round(spent, 1), **metrics})
     return points
 
