@@ -169,3 +169,11 @@ def run_table(runs: list[Run], out: Path, only_groups: list[str] | None, only_la
         results.append(json.loads(saved.read_text()))
         print(f"{run.label}: {results[-1]['test']}", file=sys.stderr, flush=True)
     return results
+
+
+if __name__ == "__main__":  # python benchmarks/recipe_runs.py best <out> <label>: the run's best checkpoint
+    command, out, label = sys.argv[1:4]
+    if command != "best":
+        raise SystemExit(f"unknown command {command!r}; usage: recipe_runs.py best <out> <label>")
+    result = json.loads((Path(out) / "results" / f"{label}.json").read_text())
+    print(best_checkpoint(Path(out) / "fit" / label, str(REPO / result["recipe"])))

@@ -54,7 +54,8 @@ def table(results: list[dict]) -> str:
         test = result["test"]
         cells = [f"{test[c]:.4g}" if c in test else "-" for c in columns]
         rmse = f"{math.sqrt(test['test_mse']):.4f}"
-        nfe = f"{result['nfe_forward_per_step'] or 0:.0f}/{result['nfe_backward_per_step'] or 0:.0f}"
+        solves = result["nfe_forward_per_step"] is not None  # the GRU models solve no ODE
+        nfe = f"{result['nfe_forward_per_step']:.0f}/{result['nfe_backward_per_step']:.0f}" if solves else "-"
         lines.append(f"| {result['label']} | {rmse} | " + " | ".join(cells)
                      + f" | {result['train_s_per_epoch']} | {nfe} |")
     return "\n".join(lines)

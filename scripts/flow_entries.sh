@@ -8,11 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 results=runs/flow-results
 for name in "$@"; do
-  best=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" \
-    "$results/results/$name.json")
+  best=$(.venv/bin/python benchmarks/recipe_runs.py best "$results" "$name")
   keep=checkpoints/training/$name
   rm -rf "$keep" && mkdir -p "$keep"
-  cp "$results/$best" "$keep/"
+  cp "$best" "$keep/"
   for version in "$results/fit/$name"/version_*; do
     cp "$version/metrics.csv" "$keep/metrics-$(basename "$version").csv"
     cp "$version/config.yaml" "$keep/config-$(basename "$version").yaml"

@@ -11,11 +11,10 @@ results=runs/series-results
 export_entry() {  # name, run label, what the notes say
   local name=$1 label=$2 notes=$3
   local best
-  best=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['best_checkpoint'])" \
-    "$results/results/$label.json")
+  best=$(.venv/bin/python benchmarks/recipe_runs.py best "$results" "$label")
   local keep=checkpoints/training/$name
   rm -rf "$keep" && mkdir -p "$keep"
-  cp "$results/$best" "$keep/"
+  cp "$best" "$keep/"
   for version in "$results/fit/$label"/version_*; do
     cp "$version/metrics.csv" "$keep/metrics-$(basename "$version").csv"
     cp "$version/config.yaml" "$keep/config-$(basename "$version").yaml"
