@@ -43,12 +43,13 @@ def table(results: list[dict]) -> str:
     for result in results:
         test, toy = result["test"], result["label"].rsplit("-", 1)[-1]
         gap = f"{test['test_nll'] - ENTROPY[toy]:+.3f}" if toy in ENTROPY else "-"
-        nfe = f"{result['nfe_forward_per_step'] or 0:.0f}/{result['nfe_backward_per_step'] or 0:.0f}"
+        solves = result["nfe_forward_per_step"] is not None  # flow matching trains without a solve
+        nfe = f"{result['nfe_forward_per_step']:.0f}/{result['nfe_backward_per_step']:.0f}" if solves else "-"
         near = seconds_to_near_best(result)
         lines.append(
             f"| {result['label']} | {test['test_nll']:.4f} | {gap} | {result['train_s']:.0f} "
             f"| {result['train_s_per_step']:.4f} | {nfe} | {test.get('test_nfe_forward', 0):.0f} "
-            f"| {near if near is not None else '-'} |"
+            f"| {f'{near:.0f}' if near is not None else '-'} |"
         )
     return "\n".join(lines)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Copies the pictures README.md shows from finished runs into docs/pictures/, and draws the NODE
-# vs ANODE NFE plot. Run after the runs it names, each made by `zoo fit --config configs/<run>.yaml`:
+# vs ANODE NFE plot. Run after the runs it names, each made by `zoo fit --config configs/<run>.yaml`
+# (the series picture: by `python benchmarks/series_results.py --out runs/series-results`):
 #   bash scripts/readme_pictures.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,3 +16,4 @@ for dynamics in standard antisymmetric hamiltonian; do
 done
 .venv/bin/zoo nfe-plot NODE="$(newest node-spheres2d)" ANODE="$(newest anode-spheres2d)" \
   --out "$out/nfe-spheres2d.png"
+cp runs/series-results/fit/latent-ode-spirals-1.0/version_0/pictures/series.png "$out/latent-ode-spirals-series.png"
