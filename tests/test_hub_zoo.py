@@ -34,6 +34,10 @@ RECIPES = sorted(path.stem for path in CONFIGS.glob("*.yaml"))
 # so 0.025 is almost four of them, while a wrong or damaged model misses by far more.
 SLICE_SIZE = 2000
 TOLERANCE = 0.025
+# The ANODE image entries solve dopri5 on full-size feature maps, about 45 s per 1,000 images
+# here: they are checked on 1,000, where one standard deviation at p ~ 0.83 is 0.012 and 0.04 is
+# more than three of them.
+SMALLER_SLICES = {"anode-fmnist": (1000, 0.04), "node-fmnist": (1000, 0.04)}
 RESNET = CONFIGS / "resnet-fmnist.yaml"
 TINY_RESNET = ("--model.init_args.width", "8", "--model.init_args.num_blocks", "1")
 
@@ -111,8 +115,8 @@ def assert_contains(full: dict, partial: dict, where: str = "init_args") -> None
             assert full[key] == value, f"{where}.{key}"
 
 
-def slice_accuracy(model, card: ModelCard, data_dir: Path) -> float:
-    """Accuracy on the first SLICE_SIZE test points, with the recipe's data settings."""
+def slice_accuracy(model, card: ModelCard, data_dir: Path, slice_size: int = SLICE_SIZE) -> float:
+    """Accuracy on the first ``slice_size`` test points, with the recipe's data settings."""
     recipe = yaml.safe_load((REPO / card.recipe).read_text())
     data_class = datamodule_class(card.datamodule)
     kwargs = {**recipe["data"].get("init_args", {}), "num_workers": 0}
@@ -120,7 +124,7 @@ def slice_accuracy(model, card: ModelCard, data_dir: Path) -> float:
         kwargs.update(data_dir=str(data_dir), download=False)
     datamodule = data_class(**kwargs)
     datamodule.setup("test")
-    size = min(SLICE_SIZE, len(datamodule.test_set))
+    size = min(slice_size, len(datamodule.test_set))
     loader = DataLoader(Subset(datamodule.test_set, range(size)), batch_size=datamodule.batch_size)
     correct = 0
     with torch.no_grad():
@@ -145,8 +149,9 @@ def test_bundled_weights_match_their_card(name, fmnist_data_dir):
         return
     if is_series(card):  # their test sets are small: the metrics command below runs all of it
         return
-    accuracy = slice_accuracy(model, card, fmnist_data_dir)
-    assert abs(accuracy - card.metrics["test_acc"]) <= TOLERANCE, (accuracy, card.metrics)
+    slice_size, tolerance = SMALLER_SLICES.get(name, (SLICE_SIZE, TOLERANCE))
+    accuracy = slice_accuracy(model, card, fmnist_data_dir, slice_size)
+    assert abs(accuracy - card.metrics["test_acc"]) <= tolerance, (accuracy, card.metrics)
 
 
 def assert_density_slice_matches(model, card: ModelCard) -> None:
