@@ -43,6 +43,11 @@ def runs() -> list[Run]:
                 Run("japanesevowels", f"{model}-japanesevowels-{task}", f"{model}-japanesevowels",
                     ("--data.init_args.task", task))
             )
+    for model in ("latent-ode", "rnn-vae", "ode-rnn", "gru-dt"):  # the other set sktime bundles
+        table.append(
+            Run("basicmotions", f"{model}-basicmotions-interpolation", f"{model}-japanesevowels",
+                ("--data.init_args.name", "BasicMotions"))
+        )
     return table
 
 
@@ -64,7 +69,8 @@ def table(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "series-results")
-    parser.add_argument("--group", action="append", help="spirals, periodic, japanesevowels (default all)")
+    parser.add_argument("--group", action="append",
+                        help="spirals, periodic, japanesevowels, basicmotions (default all)")
     parser.add_argument("--label", action="append", help="only these runs (default all of the groups)")
     parser.add_argument("--max-epochs", type=int, help="shorter runs, for a smoke test")
     parser.add_argument("--json", type=Path, help="also write the results here")
