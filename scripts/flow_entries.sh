@@ -6,17 +6,7 @@
 #   bash scripts/flow_entries.sh ffjord-8gaussians rnode-8gaussians cfm-8gaussians cfm-ot-8gaussians
 set -euo pipefail
 cd "$(dirname "$0")/.."
-results=runs/flow-results
+. scripts/export_run.sh
 for name in "$@"; do
-  best=$(.venv/bin/python benchmarks/recipe_runs.py best "$results" "$name")
-  keep=checkpoints/training/$name
-  rm -rf "$keep" && mkdir -p "$keep"
-  cp "$best" "$keep/"
-  for version in "$results/fit/$name"/version_*; do
-    cp "$version/metrics.csv" "$keep/metrics-$(basename "$version").csv"
-    cp "$version/config.yaml" "$keep/config-$(basename "$version").yaml"
-  done
-  .venv/bin/zoo export "$keep/$(basename "$best")" --name "$name" --out checkpoints \
-    --recipe-command "zoo fit --config configs/$name.yaml --trainer.enable_progress_bar false" \
-    --notes "Trained and tested by benchmarks/flow_results.py (run $name). test_nll: nats per point on the fixed 100,000-point test set, exact divergence, dopri5 at 1e-5; compare the other trainers' entries of the same set (ffjord-, rnode-, cfm-, cfm-ot-) in README.md."
+  export_run runs/flow-results "$name" "$name" "Trained and tested by benchmarks/flow_results.py (run $name). test_nll: nats per point on the fixed 100,000-point test set, exact divergence, dopri5 at 1e-5; compare the other trainers' entries of the same set (ffjord-, rnode-, cfm-, cfm-ot-) in README.md."
 done

@@ -7,22 +7,8 @@
 #   bash scripts/series_entries.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-results=runs/series-results
-export_entry() {  # name, run label, what the notes say
-  local name=$1 label=$2 notes=$3
-  local best
-  best=$(.venv/bin/python benchmarks/recipe_runs.py best "$results" "$label")
-  local keep=checkpoints/training/$name
-  rm -rf "$keep" && mkdir -p "$keep"
-  cp "$best" "$keep/"
-  for version in "$results/fit/$label"/version_*; do
-    cp "$version/metrics.csv" "$keep/metrics-$(basename "$version").csv"
-    cp "$version/config.yaml" "$keep/config-$(basename "$version").yaml"
-  done
-  .venv/bin/zoo export "$keep/$(basename "$best")" --name "$name" --out checkpoints \
-    --recipe-command "zoo fit --config configs/$name.yaml --trainer.enable_progress_bar false" \
-    --notes "$notes"
-}
+. scripts/export_run.sh
+export_entry() { export_run runs/series-results "$@"; }  # name, run label, notes
 export_entry latent-ode-spirals latent-ode-spirals-1.0 \
   "Chen et al. 2018, Section 5.1: extrapolation of the 100 points after a window of 100 noisy spiral points, all observed. Test RMSE = sqrt(test_mse); Chen et al. report 0.1346 for the Latent ODE and 0.1813 for an RNN at 100 observed points. Trained by benchmarks/series_results.py (run latent-ode-spirals-1.0), which also trains the GRU-dt baseline on the same data."
 export_entry latent-ode-periodic latent-ode-periodic-interpolation \

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from matplotlib.figure import Figure
 
 from zoo.errors import SettingError
 from zoo.ode import solve
-from zoo.pictures import evaluating, log_picture, new_figure, run_folder, save_figure
+from zoo.pictures import FitPictures, evaluating, log_picture, new_figure, save_figure
 
 
 @torch.no_grad()
@@ -68,7 +68,7 @@ def _paths(model: LightningModule, num_paths: int, num_times: int = 40) -> torch
     return torch.cat(states).cpu()
 
 
-class DensityPictures(Callback):
+class DensityPictures(FitPictures):
     """Saves :func:`plot_density` of the test split as ``pictures/density.png`` after fitting.
 
     The picture also goes to the run's Weights & Biases or TensorBoard logger under
@@ -86,11 +86,6 @@ class DensityPictures(Callback):
                 f"resolution must be >= 2 and num_samples >= 1, got {resolution!r}, {num_samples!r}"
             )
         self.resolution, self.num_samples = resolution, num_samples
-        self.folder = None
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self.folder = run_folder(trainer) / "pictures"
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)

@@ -413,6 +413,18 @@ def log_picture(trainer: Trainer, key: str, path: Path) -> None:
             logger.experiment.add_image(key, image, trainer.global_step, dataformats="HWC")
 
 
+class FitPictures(Callback):
+    """Draws into ``pictures/`` of the run's folder after fitting; the folder is found on every process."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folder: Path | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.folder = run_folder(trainer) / "pictures"
+
+
 class FlowPictures(Callback):
     """Saves :func:`plot_flow` and :func:`plot_decision_regions` pictures of a toy model.
 

@@ -28,8 +28,8 @@ from zoo.data.series import SeriesBatch
 from zoo.pictures import run_folder
 
 
-class SeriesPredictions(BasePredictionWriter):
-    """Writes each predict batch's predictive mean and quantiles as ``predictions/batch=NNNN.npz``."""
+class _BatchWriter(BasePredictionWriter):
+    """Writes per predict batch into ``predictions/`` of the run's folder (found on every process)."""
 
     def __init__(self) -> None:
         super().__init__(write_interval="batch")
@@ -38,6 +38,10 @@ class SeriesPredictions(BasePredictionWriter):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "predict":
             self.folder = run_folder(trainer) / "predictions"
+
+
+class SeriesPredictions(_BatchWriter):
+    """Writes each predict batch's predictive mean and quantiles as ``predictions/batch=NNNN.npz``."""
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -59,16 +63,8 @@ class SeriesPredictions(BasePredictionWriter):
         np.savez(self.folder / f"batch={batch_idx:04d}.npz", **arrays)
 
 
-class FlowPredictions(BasePredictionWriter):
+class FlowPredictions(_BatchWriter):
     """Writes each predict batch's log-likelihoods and samples as ``predictions/batch=NNNN.npz``."""
-
-    def __init__(self) -> None:
-        super().__init__(write_interval="batch")
-        self.folder: Path | None = None
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "predict":
-            self.folder = run_folder(trainer) / "predictions"
 
     def write_on_batch_end(self, trainer: Trainer, pl_module: LightningModule, prediction: Any,
                            batch_indices: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import LightningModule, Trainer
 from matplotlib.figure import Figure
 
 from zoo.data.series import SeriesBatch
 from zoo.errors import SettingError
-from zoo.pictures import evaluating, log_picture, new_figure, run_folder, save_figure
+from zoo.pictures import FitPictures, evaluating, log_picture, new_figure, save_figure
 
 
 def plot_series(
@@ -65,7 +65,7 @@ def plot_series(
     return figure
 
 
-class SeriesPictures(Callback):
+class SeriesPictures(FitPictures):
     """Saves :func:`plot_series` of the first test batch as ``pictures/series.png`` after fitting.
 
     The picture also goes to the run's Weights & Biases or TensorBoard logger under
@@ -82,11 +82,6 @@ class SeriesPictures(Callback):
         if num_series < 1 or channel < 0:
             raise SettingError(f"num_series must be >= 1 and channel >= 0, got {num_series!r}, {channel!r}")
         self.num_series, self.channel = num_series, channel
-        self.folder = None
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if stage == "fit":
-            self.folder = run_folder(trainer) / "pictures"
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         datamodule = getattr(trainer, "datamodule", None)
