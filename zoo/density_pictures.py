@@ -1,4 +1,8 @@
-"""Pictures of a 2-D flow: the learned density on a grid, beside the data, samples and trajectories."""
+"""Pictures of a flow: the density, samples and paths of a 2-D flow; samples of an image flow.
+
+For 2-D points, the learned density on a grid beside the data, samples and trajectories; for
+images, a grid of samples beside test images.
+"""
 
 from __future__ import annotations
 
@@ -95,3 +99,57 @@ class DensityPictures(FitPictures):
         (data,) = datamodule.test_set.tensors
         figure = plot_density(pl_module, data, self.resolution, self.num_samples)
         log_picture(trainer, "pictures/density", save_figure(figure, self.folder / "density.png"))
+
+
+@torch.no_grad()
+def plot_samples(model: LightningModule, images: torch.Tensor, num_samples: int = 64,
+                 seed: int = 0) -> Figure:
+    """Two panels of pixel images: test images and as many samples of an image flow.
+
+    Args:
+        model: An FFJORD model on integer pixels (``sample``, ``pixels``).
+        images: (N, C, H, W) test images of pixel values 0 to ``levels - 1``.
+        num_samples: Images in each panel (a square grid).
+        seed: Seed of the samples' base points.
+    """
+    from torchvision.utils import make_grid
+
+    figure, axes = new_figure(ncols=2, width=4.0, height=4.2)
+    with evaluating(model):
+        samples = model.sample(num_samples, generator=torch.Generator(model.device).manual_seed(seed)).cpu()
+    top = model.pixels.levels - 1
+    columns = max(1, math.isqrt(num_samples))
+    panels = ((axes[0], images[:num_samples].cpu(), "test images"), (axes[1], samples, "samples"))
+    for ax, batch, title in panels:
+        grid = make_grid(batch / top, nrow=columns, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).clamp(0, 1), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return figure
+
+
+class SamplePictures(FitPictures):
+    """Saves :func:`plot_samples` as ``pictures/samples.png`` after fitting an image flow.
+
+    The picture also goes to the run's Weights & Biases or TensorBoard logger under
+    ``pictures/samples``. Only the global-rank-zero process writes.
+
+    Args:
+        num_samples: Images drawn from the model.
+    """
+
+    def __init__(self, num_samples: int = 64) -> None:
+        super().__init__()
+        if isinstance(num_samples, bool) or num_samples < 1:
+            raise SettingError(f"num_samples must be a positive integer, got {num_samples!r}")
+        self.num_samples = num_samples
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if not (trainer.is_global_zero and self.folder is not None and datamodule is not None):
+            return
+        datamodule.setup("test")
+        (images,) = datamodule.test_set.tensors
+        figure = plot_samples(pl_module, images, self.num_samples)
+        log_picture(trainer, "pictures/samples", save_figure(figure, self.folder / "samples.png"))

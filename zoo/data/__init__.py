@@ -1,6 +1,7 @@
 """Data modules of the zoo."""
 
 from zoo.data.densities import Density2dDataModule, DigitsDataModule
+from zoo.data.image_densities import FashionMNISTPixelsDataModule
 from zoo.data.images import (
     CIFAR10DataModule,
     DataNotFoundError,
@@ -26,6 +27,7 @@ __all__ = [
     "DigitsDataModule",
     "EllipsesDataModule",
     "FashionMNISTDataModule",
+    "FashionMNISTPixelsDataModule",
     "ImageDataModule",
     "MNISTDataModule",
     "PeaksDataModule",

@@ -21,30 +21,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from zoo.errors import SettingError
 from zoo.families import register_model
 from zoo.models.base import SeededEvaluation, ZooModule
-from zoo.ode import DynamicsSpec, SolverSettings, solve
-from zoo.ode.cnf import (
-    DIVERGENCES,
-    PROBES,
-    CNFField,
-    draw_probe,
-    initial_state,
-    standard_normal_log_prob,
-    without_regularizer_control,
-)
+from zoo.models.flow_nets import CNF, MultiscaleCNF, Pixels
+from zoo.ode import DynamicsSpec, SolverSettings
+from zoo.ode.cnf import DIVERGENCES, PROBES, standard_normal_log_prob
 
 TRAINERS = ("likelihood", "flow_matching")
-#: The logit transform's margin for pixel data (RealNVP's 0.05).
-LOGIT_ALPHA = 0.05
 COUPLINGS = ("independent", "ot")
 #: FFJORD's toy setting: dopri5 at 1e-5 both ways, with the adjoint.
 TRAIN_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "adjoint": True}
 TEST_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5}
 DEFAULT_DYNAMICS = {"name": "concat_squash", "hidden_dims": [64, 64, 64], "options": {"activation": "tanh"}}
+#: FFJORD's image vector field: 3x3 concat-squash convolutions, 64 channels, softplus.
+DEFAULT_IMAGE_DYNAMICS = {"name": "concat_squash_conv", "hidden_dims": [64, 64, 64],
+                          "options": {"activation": "softplus"}}
 
 
 @dataclass
@@ -91,95 +84,27 @@ class FlowShape:
         num_blocks: Blocks in sequence (FFJORD's multi-block flows; 1 for flow matching).
         end_time: T of each block at the start (FFJORD: 0.5).
         learn_end_time: Train T (FFJORD does; flow matching keeps it fixed).
+        scales: Images only: the multiscale flow's scales (:class:`~zoo.models.flow_nets.MultiscaleCNF`),
+            ``num_blocks`` blocks each; 1: one flow at full resolution.
     """
 
     num_blocks: int = 1
     end_time: float = 0.5
     learn_end_time: bool = True
+    scales: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.num_blocks, bool) or not isinstance(self.num_blocks, int) or self.num_blocks < 1:
-            raise SettingError(f"flow.num_blocks must be a positive integer, got {self.num_blocks!r}")
+        for name in ("num_blocks", "scales"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SettingError(f"flow.{name} must be a positive integer, got {value!r}")
         if not (self.end_time > 0 and math.isfinite(self.end_time)):
             raise SettingError(f"flow.end_time must be a finite number > 0, got {self.end_time!r}")
 
 
-class Pixels(nn.Module):
-    """Integer pixels to the flow's space and back: dequantize, scale to [0, 1], logit.
-
-    ``y = logit(a + (1 - 2a) (k + u) / L)`` for pixel value k of L levels and u ~ U[0, 1)
-    (Theis et al. 2016's dequantization; RealNVP's logit with a = ``LOGIT_ALPHA``), so a density
-    q(y) gives the pixels' probability P(k) >= E_u[q(y) |dy/dx| / L^D]: the bits per dimension
-    are ``-(log q(y) + log|dy/dx| - D log L) / (D log 2)``.
-
-    Args:
-        levels: Values a pixel takes (17 for the 8x8 digits, 256 for 8-bit images).
-    """
-
-    def __init__(self, levels: int) -> None:
-        super().__init__()
-        self.levels = levels
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``y`` and the per-image log-determinant of k -> y, less D log L (the cell volume)."""
-        unit = (pixels + torch.rand_like(pixels)) / self.levels
-        s = LOGIT_ALPHA + (1 - 2 * LOGIT_ALPHA) * unit
-        y = torch.log(s) - torch.log1p(-s)
-        log_det = (math.log(1 - 2 * LOGIT_ALPHA) - torch.log(s) - torch.log1p(-s)).flatten(1).sum(-1)
-        return y, log_det - pixels[0].numel() * math.log(self.levels)
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """Pixel values (integers as floats) from flow-space points."""
-        unit = (torch.sigmoid(y) - LOGIT_ALPHA) / (1 - 2 * LOGIT_ALPHA)
-        return (unit * self.levels).floor().clamp(0, self.levels - 1)
-
-
-class CNF(nn.Module):
-    """The plain flow: ``num_blocks`` vector fields, each solved over [0, T] with its own T.
-
-    Args:
-        dim: Features of a data point.
-        dynamics: Each block's vector field.
-        shape: Blocks and times; a learned T is kept positive through a softplus.
-    """
-
-    def __init__(self, dim: int, dynamics: DynamicsSpec, shape: FlowShape) -> None:
-        super().__init__()
-        self.fields = nn.ModuleList(dynamics.build(dim) for _ in range(shape.num_blocks))
-        raw = torch.full((shape.num_blocks,), math.log(math.expm1(shape.end_time)))  # softplus(raw) = T
-        self.raw_end_time = nn.Parameter(raw, requires_grad=shape.learn_end_time)
-
-    @property
-    def end_times(self) -> torch.Tensor:
-        return nn.functional.softplus(self.raw_end_time)
-
-    def _times(self, block: int, backwards: bool = False) -> torch.Tensor:
-        end = self.end_times[block]
-        times = torch.stack([end.new_zeros(()), end])
-        return times.flip(0) if backwards else times
-
-    def forward(self, x: torch.Tensor, settings: SolverSettings, divergence: str,
-                probe: str = "rademacher") -> tuple[torch.Tensor, ...]:
-        """Data to base: ``(z, Δ, kinetic, frobenius)``; Δ integrates -div f, so log p(x) = log N(z) - Δ."""
-        state = initial_state(x)
-        settings = without_regularizer_control(settings)
-        for block, field in enumerate(self.fields):
-            noise = draw_probe(state[0], probe) if divergence == "hutchinson" else None
-            augmented = CNFField(field, divergence)
-            ends = solve(augmented, state, self._times(block), settings, context=noise).end
-            state = (ends[0], *(old + new for old, new in zip(state[1:], ends[1:], strict=True)))
-        return state
-
-    def inverse(self, z: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
-        """Base to data: each block solved backwards from its T to 0, the state alone."""
-        for block in reversed(range(len(self.fields))):
-            z = solve(self.fields[block], z, self._times(block, backwards=True), settings).end
-        return z
-
-
 @register_model
 class FFJORD(SeededEvaluation, ZooModule):
-    """A continuous normalizing flow on vector data, with exact log-likelihood evaluation.
+    """A continuous normalizing flow on vectors or images, with exact log-likelihood evaluation.
 
     Logs ``{stage}_nll`` (nats per point, the exact divergence with the test solver in
     validation and test; for pixels also ``{stage}_bpd``, bits per dimension), the training loss
@@ -187,12 +112,16 @@ class FFJORD(SeededEvaluation, ZooModule):
     from a fixed seed.
 
     Args:
-        input_shape: ``(D,)`` (linked from the DataModule).
+        input_shape: ``(D,)`` or, for images, ``(C, H, W)`` (linked from the DataModule).
         num_classes: Unused; must be 0 (linked from the DataModule).
-        dynamics: Each block's vector field; default concat-squash 64-64-64, tanh.
+        dynamics: Each block's vector field; default concat-squash 64-64-64, tanh (vectors) or
+            concat-squash 3x3 convolutions of 64 channels, softplus (images).
         flow: Blocks and their end time (:class:`FlowShape`).
         solver: The training solve, what it leaves unset: dopri5 at 1e-5 with the adjoint.
         test_solver: The solve of validation, test, ``log_prob`` and ``sample``: dopri5 at 1e-5.
+        test_divergence: The divergence of validation, test and ``log_prob``: ``exact``, or
+            ``hutchinson`` (one probe per solve, seeded in validation and test): an unbiased
+            estimate of log p, for images, where the exact trace costs D backward passes.
         training: The trainer and its settings (:class:`FlowTraining`).
         pixel_levels: The data are integer pixels of this many levels (:class:`Pixels`); None:
             continuous points.
@@ -207,6 +136,7 @@ class FFJORD(SeededEvaluation, ZooModule):
         flow: FlowShape | dict[str, Any] | None = None,
         solver: SolverSettings | None = None,
         test_solver: SolverSettings | None = None,
+        test_divergence: str = "exact",
         training: FlowTraining | dict[str, Any] | None = None,
         pixel_levels: int | None = None,
         weights: str | None = None,
@@ -214,40 +144,45 @@ class FFJORD(SeededEvaluation, ZooModule):
         super().__init__()
         if num_classes:
             raise SettingError(f"FFJORD models densities; num_classes must be 0, got {num_classes}")
-        if len(input_shape) != 1:
-            raise SettingError(f"FFJORD takes vectors of shape (D,), got input_shape={list(input_shape)}")
         if pixel_levels is not None and (isinstance(pixel_levels, bool) or pixel_levels < 2):
             raise SettingError(f"pixel_levels must be an integer >= 2 or null, got {pixel_levels!r}")
         flow = flow if isinstance(flow, FlowShape) else FlowShape(**(flow or {}))
         training = training if isinstance(training, FlowTraining) else FlowTraining(**(training or {}))
-        if training.trainer == "flow_matching" and (flow.num_blocks != 1 or flow.learn_end_time):
-            raise SettingError("flow matching trains one block over a fixed T: set flow.num_blocks: 1 and "
-                               "flow.learn_end_time: false")
-        dynamics = DynamicsSpec.coerce(dynamics or DEFAULT_DYNAMICS)
+        _check_combination(tuple(input_shape), flow, training, test_divergence)
+        dynamics = DynamicsSpec.coerce(dynamics or (DEFAULT_DYNAMICS if len(input_shape) == 1
+                                                    else DEFAULT_IMAGE_DYNAMICS))
         self.solver = SolverSettings.coerce(solver, defaults=TRAIN_SOLVER)
         self.test_solver = SolverSettings.coerce(test_solver, defaults=TEST_SOLVER)
-        self.training_settings = training
+        self.training_settings, self.test_divergence = training, test_divergence
         self.save_arguments({
             "input_shape": list(input_shape), "num_classes": num_classes, "dynamics": dynamics,
-            "flow": flow, "solver": self.solver, "test_solver": self.test_solver, "training": training,
-            "pixel_levels": pixel_levels,
+            "flow": flow, "solver": self.solver, "test_solver": self.test_solver,
+            "test_divergence": test_divergence, "training": training, "pixel_levels": pixel_levels,
         })
-        self.net = CNF(int(input_shape[0]), dynamics, flow)
+        if flow.scales > 1:
+            self.net = MultiscaleCNF(tuple(input_shape), dynamics, flow)
+        else:
+            self.net = CNF(int(input_shape[0]), dynamics, flow)  # features, or an image's channels
         self.pixels = Pixels(pixel_levels) if pixel_levels else None
         self.load_weights(weights)
 
     # ---------------------------------------------------------------- the public API
 
     def log_prob(self, x: torch.Tensor, settings: SolverSettings | None = None) -> torch.Tensor:
-        """The log-likelihood (nats) of each point of ``x`` (B, D), exact divergence, test solver.
+        """The log-likelihood (nats) of each point of ``x``, with the test solver and divergence.
 
-        For continuous points, the exact log-density. For pixel models (``pixel_levels``), the
-        log-probability of the integer pixels ``x`` from one dequantization draw: a lower bound.
+        For continuous points, the exact log-density (Hutchinson's estimate if ``test_divergence``
+        says so). For pixel models (``pixel_levels``), the log-probability of the integer pixels
+        ``x`` from one dequantization draw: a lower bound.
         """
+        if torch.is_inference_mode_enabled():  # Lightning's test and predict; the divergence needs autograd
+            with torch.inference_mode(False), torch.no_grad():
+                return self.log_prob(x.clone(), settings)
         log_det = 0.0
         if self.pixels is not None:
             x, log_det = self.pixels(x)
-        z, delta, *_ = self.net(x, settings or self.test_solver, "exact")
+        z, delta, *_ = self.net(x, settings or self.test_solver, self.test_divergence,
+                                self.training_settings.probe)
         return standard_normal_log_prob(z) - delta + log_det
 
     def bits_per_dim(self, x: torch.Tensor) -> torch.Tensor:
@@ -257,8 +192,8 @@ class FFJORD(SeededEvaluation, ZooModule):
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``num_samples`` points of the model's distribution: base samples flowed back to data."""
-        dim = self.hparams["input_shape"][0]
-        z = torch.randn(num_samples, dim, generator=generator, device=self.device)
+        shape = self.hparams["input_shape"]
+        z = torch.randn(num_samples, *shape, generator=generator, device=self.device)
         x = self.net.inverse(z, self.test_solver)
         return x if self.pixels is None else self.pixels.inverse(x)
 
@@ -305,11 +240,10 @@ class FFJORD(SeededEvaluation, ZooModule):
         if self.training_settings.coupling == "ot":
             z = z[optimal_pairs(x, z)]
         end = self.net.end_times[0]
-        s = torch.rand(len(x), 1, device=x.device, dtype=x.dtype)
+        s = torch.rand(len(x), *[1] * (x.dim() - 1), device=x.device, dtype=x.dtype)
         path = (1 - s) * x + s * z
         velocity = self.net.fields[0](s * end, path)
-        return (velocity - (z - x) / end).pow(2).sum(-1).mean()
-
+        return (velocity - (z - x) / end).pow(2).flatten(1).sum(-1).mean()
 
     def predict_step(self, batch: Any, batch_idx: int) -> dict[str, torch.Tensor]:
         """The batch's log-likelihoods (nats) and as many samples of the model."""
@@ -317,10 +251,25 @@ class FFJORD(SeededEvaluation, ZooModule):
         return {"log_prob": self.log_prob(x), "samples": self.sample(len(x))}
 
 
+def _check_combination(input_shape: tuple[int, ...], flow: FlowShape, training: FlowTraining,
+                       test_divergence: str) -> None:
+    shape = list(input_shape)
+    if len(shape) not in (1, 3):
+        raise SettingError(f"FFJORD takes vectors (D,) or images (C, H, W), got input_shape={shape}")
+    if test_divergence not in DIVERGENCES:
+        raise SettingError(f"test_divergence must be one of {DIVERGENCES}, got {test_divergence!r}")
+    one_fixed_block = (flow.num_blocks, flow.scales, flow.learn_end_time) == (1, 1, False)
+    if training.trainer == "flow_matching" and not one_fixed_block:
+        raise SettingError("flow matching trains one block over a fixed T: set flow.num_blocks: 1, "
+                           "flow.scales: 1 and flow.learn_end_time: false")
+    if flow.scales > 1 and len(shape) != 3:
+        raise SettingError(f"flow.scales > 1 is for images (C, H, W), got input_shape={shape}")
+
+
 def optimal_pairs(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The permutation of ``z`` that minimizes the summed squared distance to ``x`` (exact, Hungarian)."""
     from scipy.optimize import linear_sum_assignment
 
-    cost = torch.cdist(x.detach(), z.detach()).pow(2).cpu().numpy()
+    cost = torch.cdist(x.detach().flatten(1), z.detach().flatten(1)).pow(2).cpu().numpy()
     _, columns = linear_sum_assignment(cost)
     return torch.as_tensor(columns, device=z.device)

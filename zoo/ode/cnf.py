@@ -40,21 +40,26 @@ def draw_probe(z: torch.Tensor, kind: str = "rademacher") -> torch.Tensor:
 
 
 def exact_jacobian(field: nn.Module, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``f(t, z)`` (B, D) and its per-sample Jacobian (B, D, D) in one vectorized call."""
+    """``f(t, z)`` (shaped like z) and its per-sample Jacobian (B, D, D) in one vectorized call.
+
+    Any sample shape: the Jacobian is of the flattened sample (D features; D backward passes, so
+    for images Hutchinson's estimator is the practical choice).
+    """
+    shape = z.shape[1:]
 
     def one(sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = field(t, sample[None])[0]
+        out = field(t, sample.reshape(1, *shape))[0].flatten()
         return out, out
 
-    jacobian, out = torch.func.vmap(torch.func.jacrev(one, has_aux=True))(z)
-    return out, jacobian
+    jacobian, out = torch.func.vmap(torch.func.jacrev(one, has_aux=True))(z.flatten(1))
+    return out.reshape(z.shape), jacobian
 
 
 class CNFField(nn.Module):
     """The augmented dynamics ``(dz, -div f, ||f||^2, ||J||_F^2)`` of a vector field.
 
     Args:
-        field: The vector field ``f(t, z)`` on (B, D) tensors, or (B, C, H, W) with ``hutchinson``.
+        field: The vector field ``f(t, z)`` on (B, D) or (B, C, H, W) tensors.
         divergence: ``exact`` or ``hutchinson`` (then the solve's context is the probe).
     """
 
@@ -69,6 +74,7 @@ class CNFField(nn.Module):
         self, t: torch.Tensor, state: tuple[torch.Tensor, ...], probe: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
         z = state[0]
+        attached = torch.is_grad_enabled() and z.requires_grad  # else a leaf of our own, for df/dz
         with torch.enable_grad():
             if self.divergence == "exact":
                 dz, jacobian = exact_jacobian(self.field, t, z)
@@ -77,7 +83,7 @@ class CNFField(nn.Module):
             else:
                 if probe is None:
                     raise SettingError("the hutchinson divergence needs a probe: solve with context=probe")
-                z = z if z.requires_grad else z.detach().requires_grad_(True)
+                z = z if attached else z.detach().requires_grad_(True)
                 dz = self.field(t, z)
                 (vjp,) = torch.autograd.grad(dz, z, probe, create_graph=True)
                 divergence = (vjp * probe).flatten(1).sum(-1)

@@ -159,8 +159,29 @@ class ConcatSquashLinear(nn.Module):
         return self.linear(y) * torch.sigmoid(self.gate(time)) + self.shift(time)
 
 
+class _ConcatSquashStack(nn.Module):
+    """Concat-squash layers with an activation between them; optionally the last starts at zero."""
+
+    def __init__(self, layers: list[nn.Module], activation: str, zero_last: bool) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.activation = make_activation(activation)
+        if zero_last:
+            last = self.layers[-1]
+            main = last.linear if hasattr(last, "linear") else last.conv
+            for weight in (main.weight, main.bias, last.shift.weight):
+                nn.init.zeros_(weight)
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            y = layer(t, y)
+            if i < len(self.layers) - 1:
+                y = self.activation(y)
+        return y
+
+
 @DYNAMICS.register("concat_squash")
-class ConcatSquashMLP(nn.Module):
+class ConcatSquashMLP(_ConcatSquashStack):
     """An MLP of concat-squash layers (Grathwohl et al. 2019): time gates and shifts every layer.
 
     Args:
@@ -172,21 +193,42 @@ class ConcatSquashMLP(nn.Module):
 
     def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "tanh",
                  zero_last: bool = False) -> None:
-        super().__init__()
         widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_squash"), dim]
-        self.layers = nn.ModuleList(ConcatSquashLinear(a, b) for a, b in itertools.pairwise(widths))
-        self.activation = make_activation(activation)
-        if zero_last:
-            last = self.layers[-1]
-            for weight in (last.linear.weight, last.linear.bias, last.shift.weight):
-                nn.init.zeros_(weight)
+        layers = [ConcatSquashLinear(a, b) for a, b in itertools.pairwise(widths)]
+        super().__init__(layers, activation, zero_last)
+
+
+class ConcatSquashConv2d(nn.Module):
+    """``Conv2d(y) * sigmoid(gate(t)) + shift(t)``, per channel: the convolutional concat-squash layer."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels_in, channels_out, kernel_size, padding=kernel_size // 2)
+        self.gate = nn.Linear(1, channels_out)
+        self.shift = nn.Linear(1, channels_out, bias=False)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        for i, layer in enumerate(self.layers):
-            y = layer(t, y)
-            if i < len(self.layers) - 1:
-                y = self.activation(y)
-        return y
+        time = t.reshape(-1, 1).to(y)  # one time for the batch, or one per sample
+        gate, shift = torch.sigmoid(self.gate(time)), self.shift(time)
+        return self.conv(y) * gate[:, :, None, None] + shift[:, :, None, None]
+
+
+@DYNAMICS.register("concat_squash_conv")
+class ConcatSquashConvNet(_ConcatSquashStack):
+    """3x3 concat-squash convolutions on (B, C, H, W) states: FFJORD's image vector field.
+
+    Args:
+        dim: Channels of the state.
+        hidden_dims: Channels of the hidden layers; default ``[64, 64, 64]`` (FFJORD's MNIST flow).
+        activation: Name of the nonlinearity after each hidden layer (see ``ACTIVATIONS``).
+        zero_last: Start the last layer at zero, so the flow starts as the identity.
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "softplus",
+                 zero_last: bool = False) -> None:
+        widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_squash_conv"), dim]
+        layers = [ConcatSquashConv2d(a, b) for a, b in itertools.pairwise(widths)]
+        super().__init__(layers, activation, zero_last)
 
 
 def _hidden(hidden_dims: Sequence[int] | None, default: list[int], name: str,
