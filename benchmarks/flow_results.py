@@ -27,7 +27,7 @@ ENTROPY = {"8gaussians": 2.830, "checkerboard": 3.466}
 
 
 def runs() -> list[Run]:
-    sets = (*TOYS, "digits")
+    sets = (*TOYS, "digits", "fmnist")
     return [Run(name, f"{trainer}-{name}", f"{trainer}-{name}") for name in sets for trainer in TRAINERS]
 
 

@@ -94,6 +94,22 @@ def test_a_trained_flows_density_integrates_to_one(flow):
     assert integral == pytest.approx(1.0, abs=0.03)
 
 
+def test_the_bundled_8gaussians_flow_has_unit_mass_and_the_true_density():
+    """The shipped flow, trained to its recipe's end: its density on a grid against the known one."""
+    import zoo
+    from zoo.ode import SolverSettings
+
+    model = zoo.load("cfm-ot-8gaussians")
+    edges = torch.linspace(-7, 7, 141)
+    grid, cell = torch.cartesian_prod(edges, edges), (edges[1] - edges[0]).item() ** 2
+    with torch.no_grad():
+        density = model.log_prob(grid, SolverSettings(method="dopri5", rtol=1e-4, atol=1e-4)).exp()
+    truth = eight_gaussians_log_prob(grid).exp()
+    assert density.sum().item() * cell == pytest.approx(1.0, abs=0.01)
+    total_variation = 0.5 * (density - truth).abs().sum().item() * cell
+    assert total_variation < 0.08, total_variation  # measured 0.056; an untrained flow: 0.89
+
+
 def test_inverting_a_sample_returns_its_base_point(flow):
     z = torch.randn(50, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
