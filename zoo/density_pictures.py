@@ -114,6 +114,8 @@ def plot_samples(model: LightningModule, images: torch.Tensor, num_samples: int 
     """
     from torchvision.utils import make_grid
 
+    if getattr(model, "pixels", None) is None:
+        raise SettingError("plot_samples draws pixel images: the model needs pixel_levels")
     figure, axes = new_figure(ncols=2, width=4.0, height=4.2)
     with evaluating(model):
         samples = model.sample(num_samples, generator=torch.Generator(model.device).manual_seed(seed)).cpu()

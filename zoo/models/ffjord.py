@@ -4,18 +4,20 @@ Grathwohl, Chen, Bettencourt, Sutskever, Duvenaud 2019, "FFJORD: Free-form Conti
 Dynamics for Scalable Reversible Generative Models": a vector field f(t, z) carries data x at
 t = 0 to z(T), and ``log p(x) = log N(z(T); 0, I) + ∫ tr(df/dz) dt`` exactly. Trained by:
 
-* ``likelihood``: FFJORD's maximum likelihood, the divergence exact (2-D) or Hutchinson's;
+* ``likelihood``: FFJORD's maximum likelihood, the divergence exact (vectors) or Hutchinson's;
 * the same with RNODE's regularizers (Finlay et al. 2020, "How to train your neural ODE"):
   ``kinetic_weight * ∫||f||^2 + frobenius_weight * ∫||J||_F^2``;
 * ``flow_matching``: conditional flow matching (Lipman et al. 2023; Tong et al. 2024), a
   regression of f(t, x_t) onto ``(z - x) / T`` along the straight path from a data point x to a
   base sample z, with independent or minibatch optimal-transport pairs: no solve in training.
 
-All three are evaluated the same way: the exact log-likelihood with the test solver.
+All three are evaluated the same way: the log-likelihood with the test solver and divergence
+(exact for vectors; Hutchinson's unbiased estimate, with a seeded probe, for images).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +37,8 @@ COUPLINGS = ("independent", "ot")
 TRAIN_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5, "adjoint": True}
 TEST_SOLVER = {"method": "dopri5", "rtol": 1e-5, "atol": 1e-5}
 DEFAULT_DYNAMICS = {"name": "concat_squash", "hidden_dims": [64, 64, 64], "options": {"activation": "tanh"}}
-#: FFJORD's image vector field: 3x3 concat-squash convolutions, 64 channels, softplus.
-DEFAULT_IMAGE_DYNAMICS = {"name": "concat_squash_conv", "hidden_dims": [64, 64, 64],
+#: FFJORD's image vector field: 3x3 convolutions with time as a channel, 64 channels, softplus.
+DEFAULT_IMAGE_DYNAMICS = {"name": "concat_conv", "hidden_dims": [64, 64, 64],
                           "options": {"activation": "softplus"}}
 
 
@@ -46,7 +48,8 @@ class FlowTraining:
 
     Attributes:
         trainer: ``likelihood`` (FFJORD, RNODE with the weights below) or ``flow_matching``.
-        divergence: ``exact`` (low dimension) or ``hutchinson``, in likelihood training.
+        divergence: ``exact`` or ``hutchinson``, in likelihood training; None: exact for
+            vectors, hutchinson for images (the exact trace costs D backward passes).
         probe: Hutchinson's probe, ``rademacher`` or ``gaussian``, drawn once per solve.
         kinetic_weight: RNODE's weight of ∫||f||^2 dt (0.01 in the paper; 0: FFJORD).
         frobenius_weight: RNODE's weight of ∫||df/dz||_F^2 dt.
@@ -55,15 +58,15 @@ class FlowTraining:
     """
 
     trainer: str = "likelihood"
-    divergence: str = "exact"
+    divergence: str | None = None
     probe: str = "rademacher"
     kinetic_weight: float = 0.0
     frobenius_weight: float = 0.0
     coupling: str = "independent"
 
     def __post_init__(self) -> None:
-        for name, valid in (("trainer", TRAINERS), ("divergence", DIVERGENCES), ("probe", PROBES),
-                            ("coupling", COUPLINGS)):
+        for name, valid in (("trainer", TRAINERS), ("divergence", (*DIVERGENCES, None)),
+                            ("probe", PROBES), ("coupling", COUPLINGS)):
             if getattr(self, name) not in valid:
                 raise SettingError(f"training.{name} must be one of {valid}, got {getattr(self, name)!r}")
         for name in ("kinetic_weight", "frobenius_weight"):
@@ -106,8 +109,8 @@ class FlowShape:
 class FFJORD(SeededEvaluation, ZooModule):
     """A continuous normalizing flow on vectors or images, with exact log-likelihood evaluation.
 
-    Logs ``{stage}_nll`` (nats per point, the exact divergence with the test solver in
-    validation and test; for pixels also ``{stage}_bpd``, bits per dimension), the training loss
+    Logs ``{stage}_nll`` (nats per point, with the test solver and divergence in validation
+    and test; for pixels also ``{stage}_bpd``, bits per dimension), the training loss
     and its parts, ``end_time`` and the NFE. Validation and test draw their dequantization noise
     from a fixed seed.
 
@@ -115,13 +118,14 @@ class FFJORD(SeededEvaluation, ZooModule):
         input_shape: ``(D,)`` or, for images, ``(C, H, W)`` (linked from the DataModule).
         num_classes: Unused; must be 0 (linked from the DataModule).
         dynamics: Each block's vector field; default concat-squash 64-64-64, tanh (vectors) or
-            concat-squash 3x3 convolutions of 64 channels, softplus (images).
+            3x3 concat convolutions of 64 channels, softplus (images: FFJORD's).
         flow: Blocks and their end time (:class:`FlowShape`).
         solver: The training solve, what it leaves unset: dopri5 at 1e-5 with the adjoint.
         test_solver: The solve of validation, test, ``log_prob`` and ``sample``: dopri5 at 1e-5.
         test_divergence: The divergence of validation, test and ``log_prob``: ``exact``, or
             ``hutchinson`` (one probe per solve, seeded in validation and test): an unbiased
-            estimate of log p, for images, where the exact trace costs D backward passes.
+            estimate of log p. None: exact for vectors, hutchinson for images, where the exact
+            trace costs D backward passes.
         training: The trainer and its settings (:class:`FlowTraining`).
         pixel_levels: The data are integer pixels of this many levels (:class:`Pixels`); None:
             continuous points.
@@ -136,7 +140,7 @@ class FFJORD(SeededEvaluation, ZooModule):
         flow: FlowShape | dict[str, Any] | None = None,
         solver: SolverSettings | None = None,
         test_solver: SolverSettings | None = None,
-        test_divergence: str = "exact",
+        test_divergence: str | None = None,
         training: FlowTraining | dict[str, Any] | None = None,
         pixel_levels: int | None = None,
         weights: str | None = None,
@@ -148,6 +152,9 @@ class FFJORD(SeededEvaluation, ZooModule):
             raise SettingError(f"pixel_levels must be an integer >= 2 or null, got {pixel_levels!r}")
         flow = flow if isinstance(flow, FlowShape) else FlowShape(**(flow or {}))
         training = training if isinstance(training, FlowTraining) else FlowTraining(**(training or {}))
+        default_divergence = "exact" if len(input_shape) == 1 else "hutchinson"
+        training = dataclasses.replace(training, divergence=training.divergence or default_divergence)
+        test_divergence = test_divergence or default_divergence
         _check_combination(tuple(input_shape), flow, training, test_divergence)
         dynamics = DynamicsSpec.coerce(dynamics or (DEFAULT_DYNAMICS if len(input_shape) == 1
                                                     else DEFAULT_IMAGE_DYNAMICS))
@@ -173,7 +180,7 @@ class FFJORD(SeededEvaluation, ZooModule):
 
         For continuous points, the exact log-density (Hutchinson's estimate if ``test_divergence``
         says so). For pixel models (``pixel_levels``), the log-probability of the integer pixels
-        ``x`` from one dequantization draw: a lower bound.
+        ``x`` estimated from one dequantization draw (its expectation is a lower bound).
         """
         if torch.is_inference_mode_enabled():  # Lightning's test and predict; the divergence needs autograd
             with torch.inference_mode(False), torch.no_grad():

@@ -1,9 +1,9 @@
 """The networks of the FFJORD family: pixels to flow space, plain and multiscale flows.
 
 Grathwohl et al. 2019 (FFJORD), section 4: a flow of ``num_blocks`` continuous blocks, and for
-images a multiscale flow (after RealNVP, Dinh et al. 2017): blocks at full resolution, then a
-squeeze (each 2x2 patch to 4 channels), half of the channels factored out to the base
-distribution, blocks on the other half at half the resolution, and so on.
+images a multiscale flow (after RealNVP, Dinh et al. 2017): blocks at full resolution, a squeeze
+(each 2x2 patch to 4 channels), blocks on the squeezed image, half of its channels factored out
+to the base distribution, and the same again on the other half, at half the resolution.
 """
 
 from __future__ import annotations
@@ -113,63 +113,72 @@ def unsqueeze(x: torch.Tensor) -> torch.Tensor:
 
 
 class MultiscaleCNF(nn.Module):
-    """FFJORD's multiscale image flow: a :class:`CNF` per scale, squeezing and factoring out between.
+    """FFJORD's multiscale image flow: at each scale a :class:`CNF`, a squeeze, a :class:`CNF`, a factor-out.
 
-    The base point ``z`` has the data's shape: the factored-out halves, then the last scale's
-    output, flattened and concatenated in that order.
+    At every scale but the last, ``num_blocks`` blocks on (C, H, W), a squeeze to
+    (4C, H/2, W/2), ``num_blocks`` blocks there, then half of the channels leave for the base
+    distribution and the other half, (2C, H/2, W/2), go on to the next scale; the last scale
+    is ``num_blocks`` blocks alone (FFJORD's ``odenvp``). The base point ``z`` has the data's
+    shape: the factored-out halves, then the last scale's output, flattened and concatenated in
+    that order.
 
     Args:
         shape: (C, H, W) of an image; H and W must halve ``scales - 1`` times.
-        dynamics: Each block's vector field (on the scale's channels).
-        shape_settings: Blocks per scale, their times, and the number of scales.
+        dynamics: Each block's vector field (on its stage's channels).
+        shape_settings: Blocks per stage, their times, and the number of scales.
     """
 
     def __init__(self, shape: tuple[int, int, int], dynamics: DynamicsSpec,
                  shape_settings: FlowShape) -> None:
         super().__init__()
         channels, height, width = self.input_shape = tuple(shape)
-        self.levels = nn.ModuleList()
+        self.stages = nn.ModuleList()  # per scale: (before the squeeze, after it), or (the last,)
         self.part_shapes: list[tuple[int, int, int]] = []
         for scale in range(shape_settings.scales):
-            self.levels.append(CNF(channels, dynamics, shape_settings))
             if scale == shape_settings.scales - 1:
+                self.stages.append(nn.ModuleList([CNF(channels, dynamics, shape_settings)]))
                 self.part_shapes.append((channels, height, width))
                 break
             if height % 2 or width % 2:
                 raise SettingError(f"flow.scales={shape_settings.scales} halves {tuple(shape)} too often: "
-                                   f"{height}x{width} at scale {scale} does not halve; use fewer scales")
+                                   f"{height}x{width} at scale {scale + 1} of {shape_settings.scales} "
+                                   "does not halve; use fewer scales")
+            self.stages.append(nn.ModuleList([CNF(channels, dynamics, shape_settings),
+                                              CNF(4 * channels, dynamics, shape_settings)]))
             channels, height, width = 2 * channels, height // 2, width // 2
             self.part_shapes.append((channels, height, width))
         self.part_sizes = [math.prod(part) for part in self.part_shapes]
 
     @property
     def end_times(self) -> torch.Tensor:
-        return torch.cat([level.end_times for level in self.levels])
+        return torch.cat([flow.end_times for stage in self.stages for flow in stage])
 
     def forward(self, x: torch.Tensor, settings: SolverSettings, divergence: str,
                 probe: str = "rademacher") -> tuple[torch.Tensor, ...]:
-        """Data to base: ``(z, Δ, kinetic, frobenius)``, summed over the scales."""
+        """Data to base: ``(z, Δ, kinetic, frobenius)``, summed over every stage."""
         parts, totals = [], None
-        for scale, level in enumerate(self.levels):
-            z, *costs = level(x, settings, divergence, probe)
-            totals = costs if totals is None else [a + b for a, b in zip(totals, costs, strict=True)]
-            if scale == len(self.levels) - 1:
-                parts.append(z)
-            else:
-                squeezed = squeeze(z)
-                half = squeezed.shape[1] // 2
-                parts.append(squeezed[:, :half])
-                x = squeezed[:, half:]
+        for stage in self.stages:
+            for position, flow in enumerate(stage):
+                x = squeeze(x) if position == 1 else x
+                x, *costs = flow(x, settings, divergence, probe)
+                totals = costs if totals is None else [a + b for a, b in zip(totals, costs, strict=True)]
+            if len(stage) == 2:
+                half = x.shape[1] // 2
+                parts.append(x[:, :half])
+                x = x[:, half:]
+        parts.append(x)
         z = torch.cat([part.flatten(1) for part in parts], dim=1)
         return (z.reshape(len(z), *self.input_shape), *totals)
 
     def inverse(self, z: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
-        """Base to data: the last scale first, each factored half joined back before its scale."""
+        """Base to data: the last scale first, each factored half joined back before its stage."""
         parts = z.flatten(1).split(self.part_sizes, dim=1)
         x = None
-        for scale in reversed(range(len(self.levels))):
+        for scale in reversed(range(len(self.stages))):
             part = parts[scale].reshape(len(z), *self.part_shapes[scale])
-            x = part if x is None else unsqueeze(torch.cat([part, x], dim=1))
-            x = self.levels[scale].inverse(x, settings)
+            x = part if x is None else torch.cat([part, x], dim=1)
+            stage = self.stages[scale]
+            for position in reversed(range(len(stage))):
+                x = stage[position].inverse(x, settings)
+                x = unsqueeze(x) if position == 1 else x
         return x
-

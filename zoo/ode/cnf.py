@@ -74,7 +74,8 @@ class CNFField(nn.Module):
         self, t: torch.Tensor, state: tuple[torch.Tensor, ...], probe: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, ...]:
         z = state[0]
-        attached = torch.is_grad_enabled() and z.requires_grad  # else a leaf of our own, for df/dz
+        grad_wanted = torch.is_grad_enabled()  # off in evaluation and in the adjoint's forward solve
+        attached = grad_wanted and z.requires_grad  # else a leaf of our own, for df/dz
         with torch.enable_grad():
             if self.divergence == "exact":
                 dz, jacobian = exact_jacobian(self.field, t, z)
@@ -85,11 +86,12 @@ class CNFField(nn.Module):
                     raise SettingError("the hutchinson divergence needs a probe: solve with context=probe")
                 z = z if attached else z.detach().requires_grad_(True)
                 dz = self.field(t, z)
-                (vjp,) = torch.autograd.grad(dz, z, probe, create_graph=True)
+                (vjp,) = torch.autograd.grad(dz, z, probe, create_graph=grad_wanted)
                 divergence = (vjp * probe).flatten(1).sum(-1)
                 frobenius = vjp.pow(2).flatten(1).sum(-1)
         kinetic = dz.pow(2).flatten(1).sum(-1)
-        return (dz, -divergence, kinetic, frobenius)
+        derivatives = (dz, -divergence, kinetic, frobenius)
+        return derivatives if grad_wanted else tuple(d.detach() for d in derivatives)
 
 
 #: A tolerance so loose that a component never limits the step: the regularizers' integrals.

@@ -160,7 +160,7 @@ class ConcatSquashLinear(nn.Module):
 
 
 class _ConcatSquashStack(nn.Module):
-    """Concat-squash layers with an activation between them; optionally the last starts at zero."""
+    """Time-conditioned layers with an activation between them; optionally the last starts at zero."""
 
     def __init__(self, layers: list[nn.Module], activation: str, zero_last: bool) -> None:
         super().__init__()
@@ -169,7 +169,7 @@ class _ConcatSquashStack(nn.Module):
         if zero_last:
             last = self.layers[-1]
             main = last.linear if hasattr(last, "linear") else last.conv
-            for weight in (main.weight, main.bias, last.shift.weight):
+            for weight in (main.weight, main.bias, *([last.shift.weight] if hasattr(last, "shift") else [])):
                 nn.init.zeros_(weight)
 
     def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -215,11 +215,11 @@ class ConcatSquashConv2d(nn.Module):
 
 @DYNAMICS.register("concat_squash_conv")
 class ConcatSquashConvNet(_ConcatSquashStack):
-    """3x3 concat-squash convolutions on (B, C, H, W) states: FFJORD's image vector field.
+    """3x3 concat-squash convolutions on (B, C, H, W) states: time gates and shifts every channel.
 
     Args:
         dim: Channels of the state.
-        hidden_dims: Channels of the hidden layers; default ``[64, 64, 64]`` (FFJORD's MNIST flow).
+        hidden_dims: Channels of the hidden layers; default ``[64, 64, 64]``.
         activation: Name of the nonlinearity after each hidden layer (see ``ACTIVATIONS``).
         zero_last: Start the last layer at zero, so the flow starts as the identity.
     """
@@ -228,6 +228,35 @@ class ConcatSquashConvNet(_ConcatSquashStack):
                  zero_last: bool = False) -> None:
         widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_squash_conv"), dim]
         layers = [ConcatSquashConv2d(a, b) for a, b in itertools.pairwise(widths)]
+        super().__init__(layers, activation, zero_last)
+
+
+class _PerSampleConcatConv2d(ConcatConv2d):
+    """:class:`ConcatConv2d` that also takes one time per sample, (B, 1), as flow matching needs."""
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        time = t.reshape(-1, 1, 1, 1).to(x) * torch.ones_like(x[:, :1])
+        return self.conv(torch.cat([time, x], dim=1))
+
+
+@DYNAMICS.register("concat_conv")
+class ConcatConvNet(_ConcatSquashStack):
+    """3x3 convolutions that each see time as one more channel: FFJORD's image vector field.
+
+    Grathwohl et al.'s multiscale MNIST flow uses this ``concat`` layer, hidden channels
+    ``[64, 64, 64]`` and softplus.
+
+    Args:
+        dim: Channels of the state.
+        hidden_dims: Channels of the hidden layers; default ``[64, 64, 64]``.
+        activation: Name of the nonlinearity after each hidden layer (see ``ACTIVATIONS``).
+        zero_last: Start the last layer at zero, so the flow starts as the identity.
+    """
+
+    def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "softplus",
+                 zero_last: bool = False) -> None:
+        widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_conv"), dim]
+        layers = [_PerSampleConcatConv2d(a, b) for a, b in itertools.pairwise(widths)]
         super().__init__(layers, activation, zero_last)
 
 
