@@ -169,7 +169,8 @@ def assert_density_slice_matches(model, card: ModelCard) -> None:
 def logged_test_metrics(tmp_path: Path) -> dict[str, float]:
     (metrics,) = tmp_path.glob("runs/*/version_0/metrics.csv")
     with open(metrics) as file:
-        (row,) = [row for row in csv.DictReader(file) if row.get("test_loss")]
+        rows = list(csv.DictReader(file))
+    (row,) = [row for row in rows if any(key.startswith("test_") and value for key, value in row.items())]
     return {key: float(value) for key, value in row.items() if value}
 
 
