@@ -18,7 +18,7 @@ done
   --out "$out/nfe-spheres2d.png"
 cp runs/series-results/fit/latent-ode-spirals-1.0/version_0/pictures/series.png "$out/latent-ode-spirals-series.png"
 # The flows (by `python benchmarks/flow_results.py --out runs/flow-results`)
-for run in cfm-ot-8gaussians cfm-ot-checkerboard cfm-ot-2spirals cfm-ot-pinwheel; do
+for run in cfm-ot-8gaussians cfm-ot-pinwheel cfm-ot-moons cfm-ot-rings; do
   cp "runs/flow-results/fit/$run/version_0/pictures/density.png" "$out/$run-density.png"
 done
 cp runs/flow-results/fit/cfm-ot-fmnist/version_0/pictures/samples.png "$out/cfm-ot-fmnist-samples.png"
