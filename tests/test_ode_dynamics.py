@@ -7,8 +7,9 @@ from torch import nn
 from zoo.ode import DYNAMICS, DynamicsSpec, ODEBlock, ODESolveError, SolverSettings, UnknownNameError
 
 # The state each dynamics is tried on (default: a batch of vectors), small widths and options.
-STATES = {"odenet_conv": (2, 8, 5, 5), "anode_conv": (2, 6, 5, 5), "hamiltonian": (3, 6)}
-HIDDEN = {"anode_conv": [8]}
+STATES = {"odenet_conv": (2, 8, 5, 5), "anode_conv": (2, 6, 5, 5), "hamiltonian": (3, 6),
+          "concat_conv": (2, 3, 5, 5), "concat_squash_conv": (2, 3, 5, 5)}
+HIDDEN = {"anode_conv": [8], "concat_conv": [8], "concat_squash_conv": [8]}
 OPTIONS = {"odenet_conv": {"groups": 4}}
 TIME_INDEPENDENT = {"standard", "antisymmetric", "hamiltonian"}  # Haber & Ruthotto: shared weights
 
