@@ -72,6 +72,16 @@ def _paths(model: LightningModule, num_paths: int, num_times: int = 40) -> torch
     return torch.cat(states).cpu()
 
 
+def _test_tensor(trainer: Trainer, folder) -> torch.Tensor | None:
+    """The data module's test points or images, on the rank-zero process of a run with a folder."""
+    datamodule = getattr(trainer, "datamodule", None)
+    if not (trainer.is_global_zero and folder is not None and datamodule is not None):
+        return None
+    datamodule.setup("test")
+    (data,) = datamodule.test_set.tensors
+    return data
+
+
 class DensityPictures(FitPictures):
     """Saves :func:`plot_density` of the test split as ``pictures/density.png`` after fitting.
 
@@ -92,11 +102,9 @@ class DensityPictures(FitPictures):
         self.resolution, self.num_samples = resolution, num_samples
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        if not (trainer.is_global_zero and self.folder is not None and datamodule is not None):
+        data = _test_tensor(trainer, self.folder)
+        if data is None:
             return
-        datamodule.setup("test")
-        (data,) = datamodule.test_set.tensors
         figure = plot_density(pl_module, data, self.resolution, self.num_samples)
         log_picture(trainer, "pictures/density", save_figure(figure, self.folder / "density.png"))
 
@@ -148,10 +156,8 @@ class SamplePictures(FitPictures):
         self.num_samples = num_samples
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        datamodule = getattr(trainer, "datamodule", None)
-        if not (trainer.is_global_zero and self.folder is not None and datamodule is not None):
+        images = _test_tensor(trainer, self.folder)
+        if images is None:
             return
-        datamodule.setup("test")
-        (images,) = datamodule.test_set.tensors
         figure = plot_samples(pl_module, images, self.num_samples)
         log_picture(trainer, "pictures/samples", save_figure(figure, self.folder / "samples.png"))

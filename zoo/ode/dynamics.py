@@ -60,7 +60,7 @@ class ConcatConv2d(nn.Module):
         self.conv = nn.Conv2d(in_channels + 1, out_channels, kernel_size, padding=kernel_size // 2)
 
     def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        time = torch.ones_like(x[:, :1]) * t
+        time = t.reshape(-1, 1, 1, 1).to(x) * torch.ones_like(x[:, :1])  # one time, or one per sample
         return self.conv(torch.cat([time, x], dim=1))
 
 
@@ -193,9 +193,7 @@ class ConcatSquashMLP(_ConcatSquashStack):
 
     def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "tanh",
                  zero_last: bool = False) -> None:
-        widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_squash"), dim]
-        layers = [ConcatSquashLinear(a, b) for a, b in itertools.pairwise(widths)]
-        super().__init__(layers, activation, zero_last)
+        super().__init__(_chain(ConcatSquashLinear, dim, hidden_dims, "concat_squash"), activation, zero_last)
 
 
 class ConcatSquashConv2d(nn.Module):
@@ -226,17 +224,8 @@ class ConcatSquashConvNet(_ConcatSquashStack):
 
     def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "softplus",
                  zero_last: bool = False) -> None:
-        widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_squash_conv"), dim]
-        layers = [ConcatSquashConv2d(a, b) for a, b in itertools.pairwise(widths)]
+        layers = _chain(ConcatSquashConv2d, dim, hidden_dims, "concat_squash_conv")
         super().__init__(layers, activation, zero_last)
-
-
-class _PerSampleConcatConv2d(ConcatConv2d):
-    """:class:`ConcatConv2d` that also takes one time per sample, (B, 1), as flow matching needs."""
-
-    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        time = t.reshape(-1, 1, 1, 1).to(x) * torch.ones_like(x[:, :1])
-        return self.conv(torch.cat([time, x], dim=1))
 
 
 @DYNAMICS.register("concat_conv")
@@ -255,9 +244,14 @@ class ConcatConvNet(_ConcatSquashStack):
 
     def __init__(self, dim: int, hidden_dims: Sequence[int] | None = None, activation: str = "softplus",
                  zero_last: bool = False) -> None:
-        widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name="concat_conv"), dim]
-        layers = [_PerSampleConcatConv2d(a, b) for a, b in itertools.pairwise(widths)]
-        super().__init__(layers, activation, zero_last)
+        super().__init__(_chain(ConcatConv2d, dim, hidden_dims, "concat_conv"), activation, zero_last)
+
+
+def _chain(layer: type[nn.Module], dim: int, hidden_dims: Sequence[int] | None,
+           name: str) -> list[nn.Module]:
+    """Layers ``dim -> hidden... -> dim`` (hidden ``[64, 64, 64]`` unless given)."""
+    widths = [dim, *_hidden(hidden_dims, default=[64, 64, 64], name=name), dim]
+    return [layer(a, b) for a, b in itertools.pairwise(widths)]
 
 
 def _hidden(hidden_dims: Sequence[int] | None, default: list[int], name: str,
