@@ -14,7 +14,7 @@ from zoo.ode.block import ODEBlock
 from zoo.ode.dynamics import ACTIVATIONS, DYNAMICS, DynamicsSpec
 from zoo.ode.integrate import ODESolveError, Solution, solve
 from zoo.ode.registry import Registry, UnknownNameError
-from zoo.ode.solvers import SOLVERS, AdjointSettings, SolverInfo, SolverSettings, StepControl
+from zoo.ode.solvers import SOLVERS, AdjointSettings, FieldEvaluation, SolverInfo, SolverSettings, StepControl
 from zoo.ode.stats import SolveLog, SolveStats, recording
 from zoo.ode.times import TimeUnion, gather, pad_times, scatter, union_of_times
 
@@ -24,6 +24,7 @@ __all__ = [
     "SOLVERS",
     "AdjointSettings",
     "DynamicsSpec",
+    "FieldEvaluation",
     "ODEBlock",
     "ODESolveError",
     "Registry",

@@ -193,6 +193,7 @@ class _Field:
         self.stats = stats
         self.context = context
         self.times = learned_times
+        self.evaluation = settings.evaluation
         adjoint = settings.adjoint_solve
         self.hook_backward = adjoint is None
         self.solving = False
@@ -217,7 +218,7 @@ class _Field:
         else:
             stats.nfe_backward += 1
             stats._t_backward = t
-        out = evaluate(t, y)
+        out = evaluate(t, y) if self.evaluation.plain else self._evaluate_as_set(evaluate, t, y)
         if scale is not None:
             out = _map(lambda o: scale * o, out)
         if self.solving and self.hook_backward:
@@ -229,6 +230,16 @@ class _Field:
 
     def __call__(self, s: torch.Tensor, y: State) -> State:
         return self._call(s, y, self._evaluate)
+
+    def _evaluate_as_set(self, evaluate: Callable, t: torch.Tensor, y: State) -> State:
+        """``evaluate(t, y)`` in the settings' precision and memory format, returned in ``y``'s dtype."""
+        if self.evaluation.channels_last:
+            y = _map(_channels_last, y)
+        first = _flat(y)[0]
+        bf16 = self.evaluation.precision == "bf16"
+        with torch.autocast(first.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = evaluate(t, y)
+        return _map(lambda o: o.to(first.dtype), out) if bf16 else out
 
     def half_rate(self, s: torch.Tensor, y: torch.Tensor, part: str) -> torch.Tensor:
         """One half of the field, for ``leapfrog``: the dynamics' own ``half_rate`` where it has one."""
@@ -380,6 +391,10 @@ def _check_times(times: Sequence[float] | torch.Tensor, like: torch.Tensor) -> t
 
 def _flat(state: Any) -> tuple[torch.Tensor, ...]:
     return tuple(state) if isinstance(state, tuple) else (state,)
+
+
+def _channels_last(y: torch.Tensor) -> torch.Tensor:
+    return y.contiguous(memory_format=torch.channels_last) if y.dim() == 4 else y
 
 
 def _map(fn: Callable, state: State) -> State:

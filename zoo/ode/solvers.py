@@ -10,7 +10,9 @@ A solve is configured by three small objects, combined in :class:`SolverSettings
 
 - the method, a :class:`SolverInfo` from :data:`SOLVERS`, with its ``options``;
 - :class:`StepControl`: tolerances, step size and the most steps;
-- :class:`AdjointSettings`: whether and how the gradient is found by the adjoint solve.
+- :class:`AdjointSettings`: whether and how the gradient is found by the adjoint solve;
+- :class:`FieldEvaluation`: how each evaluation of the vector field is computed (precision,
+  memory format), which changes its speed, not the solver's arithmetic.
 
 ``SolverSettings`` is also their plain-data face, the flat ``solver:`` block of configs, model
 cards and checkpoints. Its fields default to None, "not set": a model fills them from its
@@ -70,6 +72,34 @@ class AdjointSettings:
     rtol: Tolerance
     atol: Tolerance
     seminorm: bool = False
+
+
+#: The names of ``solver.precision``: the vector field's compute precision.
+PRECISIONS = ("state", "bf16")
+
+
+@dataclass(frozen=True)
+class FieldEvaluation:
+    """How the solver evaluates the vector field: its compute precision and memory format.
+
+    Neither changes the solver's own arithmetic: the state, the stages, the error estimate and
+    the step control stay in the state's dtype and layout.
+
+    Attributes:
+        precision: ``"state"``: the field runs in the state's dtype. ``"bf16"``: under bfloat16
+            autocast (convolutions and matrix products in bfloat16, on CPUs with AVX-512 BF16
+            or AMX and on GPUs), its output cast back to the state's dtype.
+        channels_last: Hand image states (4-D tensors) to the field in channels-last memory
+            format, the layout oneDNN and cuDNN convolutions run fastest in.
+    """
+
+    precision: str = "state"
+    channels_last: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Whether evaluations are the field's own call, unchanged."""
+        return self.precision == "state" and not self.channels_last
 
 
 @dataclass(frozen=True)
@@ -196,7 +226,7 @@ def _strictest(value: float | Sequence[float]) -> float:
 DEFAULTS: dict[str, Any] = {
     "method": "dopri5", "rtol": 1e-3, "atol": 1e-3, "step_size": None, "max_steps": None,
     "adjoint": False, "seminorm": False, "adjoint_method": None, "adjoint_rtol": None,
-    "adjoint_atol": None, "options": {},
+    "adjoint_atol": None, "options": {}, "precision": "state", "channels_last": False,
 }
 
 
@@ -224,6 +254,9 @@ class SolverSettings:
         options: Further options passed to the torchdiffeq solver as they are (for example
             ``{"solver": "RK45"}`` for ``scipy_solver``, ``{"max_order": 6}`` for the Adams
             methods, ``{"split_dim": 1}`` for ``leapfrog``).
+        precision: The vector field's compute precision, ``"state"`` or ``"bf16"`` (see
+            :class:`FieldEvaluation`).
+        channels_last: Evaluate the field on image states in channels-last memory format.
     """
 
     method: str | None = None
@@ -237,6 +270,8 @@ class SolverSettings:
     adjoint_rtol: float | None = None
     adjoint_atol: float | None = None
     options: dict[str, Any] | None = None
+    precision: str | None = None
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("method", "adjoint_method"):
@@ -253,6 +288,10 @@ class SolverSettings:
             raise SettingError(f"solver.step_size must be a positive finite number, got {self.step_size!r}")
         if self.max_steps is not None and (int(self.max_steps) != self.max_steps or self.max_steps < 1):
             raise SettingError(f"solver.max_steps must be a positive integer, got {self.max_steps!r}")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise SettingError(f"solver.precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+        if self.channels_last is not None and not isinstance(self.channels_last, bool):
+            raise SettingError(f"solver.channels_last must be true or false, got {self.channels_last!r}")
         full = self._filled({})
         if not full["adjoint"] and (full["seminorm"] or full["adjoint_method"] or full["adjoint_rtol"]
                                     or full["adjoint_atol"]):
@@ -324,6 +363,12 @@ class SolverSettings:
     def step(self) -> StepControl:
         """The step control, unset fields read as :data:`DEFAULTS`."""
         return self._step(self._filled({}))
+
+    @cached_property
+    def evaluation(self) -> FieldEvaluation:
+        """How the vector field is evaluated, unset fields read as :data:`DEFAULTS`."""
+        full = self._filled({})
+        return FieldEvaluation(full["precision"], full["channels_last"])
 
     @cached_property
     def adjoint_solve(self) -> AdjointSettings | None:
