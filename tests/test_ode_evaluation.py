@@ -91,9 +91,9 @@ def test_a_bf16_channels_last_anode_step_matches_the_plain_one(fmnist_data_dir):
 
 
 def test_settings_are_checked_and_saved():
-    with pytest.raises(SettingError, match="solver.precision must be one of"):
+    with pytest.raises(SettingError, match=r"solver\.precision must be one of"):
         SolverSettings(precision="fp8")
-    with pytest.raises(SettingError, match="solver.channels_last must be true or false"):
+    with pytest.raises(SettingError, match=r"solver\.channels_last must be true or false"):
         SolverSettings(channels_last="yes")
     settings = SolverSettings.coerce({"precision": "bf16"})
     assert settings.as_dict()["precision"] == "bf16" and settings.as_dict()["channels_last"] is False
