@@ -8,8 +8,9 @@ Jacobian's squared Frobenius norm, whose weighted sum regularizes training.
 :class:`CNFField` is a plain ``nn.Module`` for :func:`zoo.ode.solve`, called as
 ``field(t, (z, Δlog p, kinetic, frobenius), probe)``. The divergence is
 
-* ``exact``: the trace of the Jacobian from ``torch.func`` (``vmap`` of ``jacrev``, one
-  vectorized call, no loop over dimensions), for low dimensions;
+* ``exact``: the trace of the Jacobian from one evaluation and D vector-Jacobian products
+  batched into one vectorized backward call (``is_grads_batched``, ``torch.func``'s vmap), no
+  loop over dimensions, for low dimensions;
 * ``hutchinson``: ``e^T (df/dz) e`` from one vector-Jacobian product, with the probe ``e``
   drawn once per solve (:func:`draw_probe`) and passed as the solve's ``context``, so every
   evaluation of a solve, and the adjoint's, sees the same estimator (a fresh probe per
@@ -39,20 +40,30 @@ def draw_probe(z: torch.Tensor, kind: str = "rademacher") -> torch.Tensor:
     raise SettingError(f"unknown probe {kind!r}; valid: {', '.join(PROBES)}")
 
 
-def exact_jacobian(field: nn.Module, t: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``f(t, z)`` (shaped like z) and its per-sample Jacobian (B, D, D) in one vectorized call.
+def exact_jacobian(field: nn.Module, t: torch.Tensor, z: torch.Tensor,
+                   create_graph: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f(t, z)`` (shaped like z) and its per-sample Jacobian (B, D, D), D = the features of a sample.
 
-    Any sample shape: the Jacobian is of the flattened sample (D features; D backward passes, so
-    for images Hutchinson's estimator is the practical choice).
+    One evaluation of the field on the batch, then its D vector-Jacobian products with the
+    basis vectors in one batched backward call. Row i of every sample's Jacobian comes from the
+    product with e_i summed over the batch, so the field must treat the samples independently
+    (every field of the zoo does: no batch statistics). Any sample shape: the Jacobian is of the
+    flattened sample (D backward passes, so for images Hutchinson's estimator is the practical
+    choice).
+
+    Args:
+        field: The vector field.
+        t: The time.
+        z: The states; must require grad (a leaf of the caller's, or part of its graph).
+        create_graph: Keep the graph of the Jacobian, to differentiate it (training).
     """
-    shape = z.shape[1:]
-
-    def one(sample: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = field(t, sample.reshape(1, *shape))[0].flatten()
-        return out, out
-
-    jacobian, out = torch.func.vmap(torch.func.jacrev(one, has_aux=True))(z.flatten(1))
-    return out.reshape(z.shape), jacobian
+    out = field(t, z)
+    flat = out.flatten(1)
+    features = flat.shape[1]
+    basis = torch.eye(features, dtype=out.dtype, device=out.device)
+    cotangents = basis[:, None, :].expand(features, *flat.shape).reshape(features, *out.shape)
+    (rows,) = torch.autograd.grad(out, z, cotangents, create_graph=create_graph, is_grads_batched=True)
+    return out, rows.flatten(2).transpose(0, 1)
 
 
 class CNFField(nn.Module):
@@ -77,14 +88,14 @@ class CNFField(nn.Module):
         grad_wanted = torch.is_grad_enabled()  # off in evaluation and in the adjoint's forward solve
         attached = grad_wanted and z.requires_grad  # else a leaf of our own, for df/dz
         with torch.enable_grad():
+            z = z if attached else z.detach().requires_grad_(True)
             if self.divergence == "exact":
-                dz, jacobian = exact_jacobian(self.field, t, z)
+                dz, jacobian = exact_jacobian(self.field, t, z, create_graph=grad_wanted)
                 divergence = jacobian.diagonal(dim1=-2, dim2=-1).sum(-1)
                 frobenius = jacobian.pow(2).sum((-2, -1))
             else:
                 if probe is None:
                     raise SettingError("the hutchinson divergence needs a probe: solve with context=probe")
-                z = z if attached else z.detach().requires_grad_(True)
                 dz = self.field(t, z)
                 (vjp,) = torch.autograd.grad(dz, z, probe, create_graph=grad_wanted)
                 divergence = (vjp * probe).flatten(1).sum(-1)

@@ -7,13 +7,14 @@ States are tensors or tuples of tensors. Extra inputs of the dynamics (a conditi
 noise probe drawn once per solve) are the explicit ``context``: the dynamics are called as
 ``dynamics(t, y, context)``, and the adjoint computes the gradients of the context's tensors
 too. Times that require a gradient (a learnable end time) are differentiated exactly, directly
-and by the adjoint: each interval between them is solved on ``s`` in [0, 1] with ``t(s)``
-linear, ``dy/ds = t'(s) f(t(s), y)``, and the times enter through ``t(s)``.
+and by the adjoint, from ``dy(t_k)/dt_k = f(t_k, y(t_k))`` and ``dy(t_k)/dt_0 = -(dy(t_k)/dy_0)
+f(t_0, y_0)``: the solve itself runs on the detached times, and each read-out state (and the
+start state) gets a term that is zero in value and carries that derivative, at the cost of one
+evaluation per time.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,23 +124,31 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
             f"{settings.method!r} does not propagate gradients: use it for evaluation "
             "(under torch.no_grad()) or pick another solver.method"
         )
-    adjoint_params = (*params, *(t for t in (*context_tensors, times) if t.requires_grad))
-    if learn_times:  # one solve per interval, each on s in [0, 1] with its own t(s)
-        unit = torch.tensor([0.0, 1.0], dtype=times.dtype, device=times.device)
-        states, y = [y0], y0
-        for k in range(len(times) - 1):
-            field = _Field(dynamics, stats, context, settings, times[k:k + 2])
-            ends = _integrate(field, y, unit, settings, step_to_outputs, adjoint_params)
-            y = _map(lambda out: out[-1], ends)
-            states.append(y)
-        tuple_state = isinstance(y0, tuple)
-        ys = tuple(torch.stack(parts) for parts in zip(*states)) if tuple_state else torch.stack(states)
-    else:
-        field = _Field(dynamics, stats, context, settings, None)
-        ys = _integrate(field, y0, times.detach(), settings, step_to_outputs, adjoint_params)
+    adjoint_params = (*params, *(c for c in context_tensors if c.requires_grad))
+    field = _Field(dynamics, stats, context, settings)
+    learn_times = learn_times and torch.is_grad_enabled()
+    if learn_times:
+        start_rate = field.rate(times[0], y0)
+        y0 = _map2(lambda y, rate: y - (times[0] - times[0].detach()) * rate, y0, start_rate)
+    ys = _integrate(field, y0, times.detach(), settings, step_to_outputs, adjoint_params)
+    if learn_times:
+        ys = _with_time_derivatives(field, ys, times, start_rate)
     if not all(torch.isfinite(y[-1]).all() for y in _flat(ys)):
         raise ODESolveError(failure_message("non-finite values in the solution", stats, settings), stats)
     return Solution(ys, times, stats)
+
+
+def _with_time_derivatives(field: _Field, ys: State, times: torch.Tensor, start_rate: State) -> State:
+    """``ys`` unchanged in value, with the derivative ``f(t_k, y_k)`` in each read-out time ``t_k``.
+
+    At ``t_0`` the term cancels the start state's (whose value is the given ``y_0``).
+    """
+    shift = times - times.detach()
+    ends = [field.rate(times[k], _map(lambda y, k=k: y[k], ys)) for k in range(1, len(times))]
+    rates = [torch.stack(parts) for parts in zip(_flat(start_rate), *map(_flat, ends), strict=True)]
+    shifted = tuple(y + shift.reshape(-1, *[1] * (y.dim() - 1)) * rate
+                    for y, rate in zip(_flat(ys), rates, strict=True))
+    return shifted if isinstance(ys, tuple) else shifted[0]
 
 
 def _integrate(field: _Field, y0: State, grid: torch.Tensor, settings: SolverSettings,
@@ -187,12 +196,10 @@ class _Field:
     given its parameters explicitly.
     """
 
-    def __init__(self, dynamics, stats: SolveStats, context: Context, settings: SolverSettings,
-                 learned_times: torch.Tensor | None) -> None:
+    def __init__(self, dynamics, stats: SolveStats, context: Context, settings: SolverSettings) -> None:
         self.dynamics = dynamics
         self.stats = stats
         self.context = context
-        self.times = learned_times
         self.evaluation = settings.evaluation
         adjoint = settings.adjoint_solve
         self.hook_backward = adjoint is None
@@ -203,14 +210,7 @@ class _Field:
             self._set_step_callbacks(adjoint.method.adaptive, "_adjoint",
                                      ("steps_accepted_backward", "steps_rejected_backward"))
 
-    def _time(self, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The real time at solver time ``s`` in [0, 1] of a learned interval, and ``dt/ds``."""
-        start, end = self.times
-        scale = end - start
-        return start + s * scale, scale
-
-    def _call(self, s: torch.Tensor, y: State, evaluate: Callable) -> State:
-        t, scale = (s, None) if self.times is None else self._time(s)
+    def _call(self, t: torch.Tensor, y: State, evaluate: Callable) -> State:
         stats = self.stats
         if self.solving:
             stats.nfe_forward += 1
@@ -219,8 +219,6 @@ class _Field:
             stats.nfe_backward += 1
             stats._t_backward = t
         out = evaluate(t, y) if self.evaluation.plain else self._evaluate_as_set(evaluate, t, y)
-        if scale is not None:
-            out = _map(lambda o: scale * o, out)
         if self.solving and self.hook_backward:
             grad_out = out if isinstance(out, torch.Tensor) else next(
                 (o for o in out if o.requires_grad), out[0])
@@ -228,8 +226,17 @@ class _Field:
                 grad_out.register_hook(self._count_backward)
         return out
 
-    def __call__(self, s: torch.Tensor, y: State) -> State:
-        return self._call(s, y, self._evaluate)
+    def __call__(self, t: torch.Tensor, y: State) -> State:
+        return self._call(t, y, self._evaluate)
+
+    def rate(self, t: torch.Tensor, y: State) -> State:
+        """``f(t, y)``, detached: one more forward evaluation, outside the solver's steps."""
+        solving, self.solving = self.solving, True
+        try:
+            with torch.no_grad():
+                return self._call(t.detach(), _map(torch.Tensor.detach, y), self._evaluate)
+        finally:
+            self.solving = solving
 
     def _evaluate_as_set(self, evaluate: Callable, t: torch.Tensor, y: State) -> State:
         """``evaluate(t, y)`` in the settings' precision and memory format, returned in ``y``'s dtype."""
@@ -241,9 +248,9 @@ class _Field:
             out = evaluate(t, y)
         return _map(lambda o: o.to(first.dtype), out) if bf16 else out
 
-    def half_rate(self, s: torch.Tensor, y: torch.Tensor, part: str) -> torch.Tensor:
+    def half_rate(self, t: torch.Tensor, y: torch.Tensor, part: str) -> torch.Tensor:
         """One half of the field, for ``leapfrog``: the dynamics' own ``half_rate`` where it has one."""
-        return self._call(s, y, lambda t, state: self._half(t, state, part))
+        return self._call(t, y, lambda time, state: self._half(time, state, part))
 
     def _evaluate(self, t: torch.Tensor, y: State) -> State:
         if self.context is None:
@@ -285,9 +292,6 @@ class _Field:
 def _odeint_kwargs(settings: SolverSettings, grid: torch.Tensor, step_to_outputs: bool | None,
                    field: _Field) -> dict[str, Any]:
     info, step = settings.info, settings.step
-    if field.times is not None and step.step_size is not None:  # s in [0, 1] spans the interval
-        length = float((field.times[1] - field.times[0]).detach().abs())
-        step = dataclasses.replace(step, step_size=step.step_size / length)
     options = info.options(step, settings.method_options)
     if step_to_outputs is None:
         step_to_outputs = (len(grid) == 2 and info.exact_end) or info.steps_on_outputs
@@ -399,6 +403,12 @@ def _channels_last(y: torch.Tensor) -> torch.Tensor:
 
 def _map(fn: Callable, state: State) -> State:
     return tuple(fn(y) for y in state) if isinstance(state, tuple) else fn(state)
+
+
+def _map2(fn: Callable, state: State, other: State) -> State:
+    if isinstance(state, tuple):
+        return tuple(fn(y, z) for y, z in zip(state, other, strict=True))
+    return fn(state, other)
 
 
 def _tensors(context: Context) -> tuple[torch.Tensor, ...]:
