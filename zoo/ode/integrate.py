@@ -114,8 +114,10 @@ def solve(dynamics: nn.Module | Callable, y0: State, times: Sequence[float] | to
         raise SettingError(f"{settings.info.name!r} splits one tensor state into (q, p); give it a tensor, "
                          "not a tuple")
     context_tensors = _tensors(context)
-    params = [p for p in getattr(dynamics, "parameters", lambda: [])() if p.requires_grad]
     learn_times = times.requires_grad
+    # walking the dynamics' parameters costs tens of microseconds: only where they are read
+    wants_params = settings.adjoint_solve is not None or not settings.info.differentiable
+    params = [p for p in getattr(dynamics, "parameters", list)() if p.requires_grad] if wants_params else []
     needs_grad = torch.is_grad_enabled() and (
         any(y.requires_grad for y in _flat(y0)) or params or learn_times
         or any(c.requires_grad for c in context_tensors))
@@ -387,6 +389,10 @@ def _check_times(times: Sequence[float] | torch.Tensor, like: torch.Tensor) -> t
         times = torch.as_tensor(times, dtype=like.dtype, device=like.device)
     if times.dim() != 1 or times.numel() == 0:
         raise ValueError(f"times must be a non-empty 1-D sequence, got shape {tuple(times.shape)}")
+    if len(times) == 2:  # the common case, checked on two numbers
+        start, end = times.tolist()
+        if start < end or start > end:
+            return times
     steps = times.detach()[1:] - times.detach()[:-1]
     if len(steps) and not ((steps > 0).all() or (steps < 0).all()):
         raise ValueError(f"times must be strictly increasing or strictly decreasing, got {times.tolist()}")
