@@ -11,12 +11,18 @@ the training seconds until the validation NLL first came within 0.05 nats of the
 
     python benchmarks/flow_results.py --out runs/flow-results [--group 8gaussians] [--json F]
     python benchmarks/flow_results.py --out runs/flow-results --label cfm-ot-fmnist --max-steps 2000
+    python benchmarks/flow_results.py --out runs/flow-results --saved   # the saved results only
+
+With ``--saved`` nothing is trained: the table is made of the results saved under
+``<out>/results``, whatever their length (the ``steps`` column says it), and runs without one
+are left out and named on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from recipe_runs import REPO, Run, run_table
@@ -32,6 +38,21 @@ def runs() -> list[Run]:
     return [Run(name, f"{trainer}-{name}", f"{trainer}-{name}") for name in sets for trainer in TRAINERS]
 
 
+def saved_results(runs: list[Run], out: Path, only_groups: list[str] | None,
+                  only_labels: list[str] | None) -> list[dict]:
+    """The results saved under ``<out>/results``, in the table's order, at whatever length."""
+    results = []
+    for run in runs:
+        if (only_groups and run.group not in only_groups) or (only_labels and run.label not in only_labels):
+            continue
+        saved = out / "results" / f"{run.label}.json"
+        if saved.exists():
+            results.append(json.loads(saved.read_text()))
+        else:
+            print(f"{run.label}: no saved result", file=sys.stderr)
+    return results
+
+
 def seconds_to_near_best(result: dict, within: float = 0.05) -> float | None:
     points = [p for p in result.get("history", []) if "val_nll" in p]
     if not points:
@@ -41,8 +62,8 @@ def seconds_to_near_best(result: dict, within: float = 0.05) -> float | None:
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| run | test NLL (nats; images: bits/dim) | gap to entropy | train s | s/step "
-             "| NFE fwd/bwd per step | test NFE | s to within 0.05 of best |", "|" + "---|" * 8]
+    lines = ["| run | steps | test NLL (nats; images: bits/dim) | gap to entropy | train s | s/step "
+             "| NFE fwd/bwd per step | test NFE | s to within 0.05 of best |", "|" + "---|" * 9]
     for result in results:
         test, toy = result["test"], result["label"].rsplit("-", 1)[-1]
         gap = f"{test['test_nll'] - ENTROPY[toy]:+.3f}" if toy in ENTROPY else "-"
@@ -51,7 +72,7 @@ def table(results: list[dict]) -> str:
         near = seconds_to_near_best(result)
         score = test.get("test_bpd", test["test_nll"])
         lines.append(
-            f"| {result['label']} | {score:.4f} | {gap} | {result['train_s']:.0f} "
+            f"| {result['label']} | {result['steps']} | {score:.4f} | {gap} | {result['train_s']:.0f} "
             f"| {result['train_s_per_step']:.4f} | {nfe} | {test.get('test_nfe_forward', 0):.0f} "
             f"| {f'{near:.0f}' if near is not None else '-'} |"
         )
@@ -65,9 +86,13 @@ def main() -> None:
     parser.add_argument("--label", action="append", help="only these runs, e.g. rnode-moons")
     parser.add_argument("--max-steps", type=int, help="shorter runs, for a smoke test")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--saved", action="store_true", help="train nothing: the saved results only")
     args = parser.parse_args()
     budget = ("steps", args.max_steps) if args.max_steps else None
-    results = run_table(runs(), args.out, args.group, args.label, budget)
+    if args.saved:
+        results = saved_results(runs(), args.out, args.group, args.label)
+    else:
+        results = run_table(runs(), args.out, args.group, args.label, budget)
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps({"results": results}, indent=2) + "\n")

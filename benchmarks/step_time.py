@@ -43,6 +43,8 @@ VARIANTS: dict[str, dict] = {
     "seminorm": {"seminorm": True},
     "direct": {"adjoint": False},
     "channels_last": {"channels_last": True},
+    "seminorm+channels_last": {"seminorm": True, "channels_last": True},
+    "direct+channels_last": {"adjoint": False, "channels_last": True},
     "bf16": {"precision": "bf16"},
     "bf16+channels_last": {"precision": "bf16", "channels_last": True},
     "direct+bf16+channels_last": {"adjoint": False, "precision": "bf16", "channels_last": True},
