@@ -25,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from recipe_runs import REPO, Run, run_table
+from recipe_runs import REPO, Run, run_table, selected
 
 TOYS = ("8gaussians", "checkerboard", "pinwheel", "2spirals", "moons", "circles", "rings", "swissroll")
 TRAINERS = ("ffjord", "rnode", "cfm", "cfm-ot")
@@ -42,9 +42,7 @@ def saved_results(runs: list[Run], out: Path, only_groups: list[str] | None,
                   only_labels: list[str] | None) -> list[dict]:
     """The results saved under ``<out>/results``, in the table's order, at whatever length."""
     results = []
-    for run in runs:
-        if (only_groups and run.group not in only_groups) or (only_labels and run.label not in only_labels):
-            continue
+    for run in selected(runs, only_groups, only_labels):
         saved = out / "results" / f"{run.label}.json"
         if saved.exists():
             results.append(json.loads(saved.read_text()))

@@ -153,13 +153,17 @@ def _number(text: str | None) -> float | None:
     return round(float(text), 1) if text else None
 
 
+def selected(runs: list[Run], only_groups: list[str] | None, only_labels: list[str] | None) -> list[Run]:
+    """The runs in the named groups and with the named labels (all where none are named)."""
+    return [run for run in runs if not (only_groups and run.group not in only_groups)
+            and not (only_labels and run.label not in only_labels)]
+
+
 def run_table(runs: list[Run], out: Path, only_groups: list[str] | None, only_labels: list[str] | None,
               budget_override: tuple[str, int] | None = None) -> list[dict]:
     """Trains and tests each run not already done at its budget; the results, in order."""
     results = []
-    for run in runs:
-        if (only_groups and run.group not in only_groups) or (only_labels and run.label not in only_labels):
-            continue
+    for run in selected(runs, only_groups, only_labels):
         saved = out / "results" / f"{run.label}.json"
         budget = budget_override or recipe_budget(run)
         previous = json.loads(saved.read_text()) if saved.exists() else None
