@@ -13,7 +13,8 @@ untimed ones:
 
 Settings: ``fp32`` (the recipe), ``channels_last``, ``bf16`` (autocast, output cast back to
 float32, as ``solver.precision: bf16`` does), ``bf16+channels_last``, and with ``--compile``,
-``torch.compile`` of the field alone and with bf16 + channels-last (its compile seconds printed).
+``torch.compile`` of the field alone, with channels-last, and with bf16 + channels-last (its
+compile seconds printed).
 Ratios are against ``fp32`` in the same process; the largest output difference from ``fp32``
 is printed beside each.
 
@@ -43,7 +44,8 @@ SETTINGS = {  # name: (bf16, channels_last, compiled)
     "bf16": (True, False, False),
     "bf16+channels_last": (True, True, False),
 }
-COMPILED = {"compiled": (False, False, True), "compiled+bf16+channels_last": (True, True, True)}
+COMPILED = {"compiled": (False, False, True), "compiled+channels_last": (False, True, True),
+            "compiled+bf16+channels_last": (True, True, True)}
 
 
 def recipe_field(path: str, batch_size: int | None) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -155,9 +157,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, help="default: the recipe's")
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="also torch.compile the field")
+    parser.add_argument("--settings", nargs="+", choices=[*SETTINGS, *COMPILED],
+                        help="only these (the first is the reference of the ratios)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = {**SETTINGS, **(COMPILED if args.compile else {})}
+    if args.settings:
+        names = {name: {**SETTINGS, **COMPILED}[name] for name in args.settings}
     results = []
     for path in args.recipes:
         results.append(run_recipe(path, names, args))

@@ -6,10 +6,13 @@ Fashion-MNIST batches, one step of each variant in turn (so a change in the mach
 all alike): forward, cross-entropy, backward, Adam at the recipe's learning rate. A variant is
 the recipe's solver block with a few settings changed:
 
-* ``recipe``: as written (ANODE/NODE: dopri5 at 1e-3, the adjoint, float32, NCHW);
+* ``recipe``: as written;
+* ``paper``: with Dupont et al.'s adjoint and dopri5's own first step, as the ANODE/NODE recipes
+  were before the speed settings;
 * ``seminorm``: the adjoint's error measured on the state and adjoint only (Kidger et al. 2021);
 * ``direct``: backpropagation through the solver's operations instead of the adjoint;
-* ``channels_last``, ``bf16`` (``solver.precision``), and combinations.
+* ``channels_last``, ``bf16`` (``solver.precision``), and combinations;
+* ``first_step``: dopri5's first step given (0.3), instead of chosen by one more evaluation.
 
 Printed per variant: the median seconds per step after ``--warmup`` steps and its ratio to
 ``recipe``, the forward/backward NFE per step (mean), the training loss of the last step, and
@@ -40,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = ("configs/anode-fmnist.yaml", "configs/node-fmnist.yaml")
 VARIANTS: dict[str, dict] = {
     "recipe": {},
+    "paper": {"adjoint": True, "step_size": None},
     "seminorm": {"seminorm": True},
     "direct": {"adjoint": False},
     "channels_last": {"channels_last": True},
@@ -48,6 +52,8 @@ VARIANTS: dict[str, dict] = {
     "bf16": {"precision": "bf16"},
     "bf16+channels_last": {"precision": "bf16", "channels_last": True},
     "direct+bf16+channels_last": {"adjoint": False, "precision": "bf16", "channels_last": True},
+    "first_step": {"step_size": 0.3},
+    "direct+first_step": {"adjoint": False, "step_size": 0.3},
 }
 
 

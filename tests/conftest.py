@@ -11,6 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from zoo import launch
+
+if not os.environ.get("PYTEST_XDIST_WORKER"):
+    # The xdist workers and every subprocess start under jemalloc, as the `zoo` command does
+    # (zoo/launch.py), where it is installed and $ZOO_ALLOCATOR does not say `system`.
+    os.environ.update(launch.relaunch_environment(os.environ) or {})
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n 2` on two cores: one thread per worker and per subprocess it starts, so that the
     # workers' thread pools do not spin against each other.

@@ -1,6 +1,6 @@
 """``python -m zoo``: the same program as the ``zoo`` console script."""
 
-from zoo.cli import main
+from zoo.launch import main
 
 if __name__ == "__main__":
     main()
