@@ -30,7 +30,13 @@ def test_an_unknown_choice_is_one_line_naming_the_choices(run_zoo):
         "zoo: error: ZOO_ALLOCATOR='tcmalloc' is not one of auto, jemalloc, system"]
 
 
-def test_jemalloc_asked_for_but_missing_is_an_error(monkeypatch):
+@pytest.fixture
+def plain_process(monkeypatch):
+    """As if this process ran on the system's allocator (the xdist workers start under jemalloc)."""
+    monkeypatch.setattr(launch, "allocator_in_use", lambda: "system")
+
+
+def test_jemalloc_asked_for_but_missing_is_an_error(monkeypatch, plain_process):
     monkeypatch.setattr(launch, "LIBRARY_DIRS", ("/nonexistent",))
     with pytest.raises(ValueError, match="apt-get install libjemalloc2"):
         launch.relaunch_environment({"ZOO_ALLOCATOR": "jemalloc"})
@@ -42,7 +48,7 @@ def test_system_never_relaunches():
 
 
 @needs_jemalloc
-def test_the_relaunch_environment_loads_jemalloc_and_keeps_other_preloads():
+def test_the_relaunch_environment_loads_jemalloc_and_keeps_other_preloads(plain_process):
     environ = launch.relaunch_environment({**without_jemalloc(), "LD_PRELOAD": "libm.so.6"})
     assert environ["LD_PRELOAD"].split() == [str(launch.find_jemalloc()), "libm.so.6"]
     assert environ["MALLOC_CONF"] == launch.MALLOC_CONF

@@ -100,7 +100,7 @@ def test_wheel_holds_the_bundle_and_not_the_training_runs(wheel):
     assert "zoo/hub/registry.py" in names and "zoo/cli.py" in names
     metadata = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
-        assert "zoo = zoo.cli:main" in archive.read(metadata).decode()
+        assert "zoo = zoo.launch:main" in archive.read(metadata).decode()
 
 
 def test_installed_package_loads_bundled_weights_outside_the_checkout(wheel, tmp_path):
