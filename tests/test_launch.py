@@ -48,6 +48,12 @@ def test_system_never_relaunches():
 
 
 @needs_jemalloc
+def test_a_preload_that_names_jemalloc_is_not_started_again(plain_process):
+    """Where /proc is missing (a bare chroot), the preload itself tells that the relaunch happened."""
+    assert launch.relaunch_environment({"LD_PRELOAD": str(launch.find_jemalloc())}) is None
+
+
+@needs_jemalloc
 def test_the_relaunch_environment_loads_jemalloc_and_keeps_other_preloads(plain_process):
     environ = launch.relaunch_environment({**without_jemalloc(), "LD_PRELOAD": "libm.so.6"})
     assert environ["LD_PRELOAD"].split() == [str(launch.find_jemalloc()), "libm.so.6"]

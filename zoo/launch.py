@@ -67,6 +67,8 @@ def relaunch_environment(environ: os._Environ | dict[str, str]) -> dict[str, str
             raise ValueError(f"ZOO_ALLOCATOR=jemalloc, but {JEMALLOC} is not in {', '.join(LIBRARY_DIRS)}: "
                              "install it (Debian: apt-get install libjemalloc2) or set ZOO_ALLOCATOR=auto")
         return None
+    if str(library) in environ.get("LD_PRELOAD", "").split():
+        return None  # asked for already (where /proc cannot tell): never start again and again
     preload = " ".join(part for part in (str(library), environ.get("LD_PRELOAD", "")) if part)
     return {**environ, "LD_PRELOAD": preload, "MALLOC_CONF": environ.get("MALLOC_CONF") or MALLOC_CONF}
 
