@@ -25,13 +25,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from zoo.launch import MALLOC_CONF, allocator_in_use, find_jemalloc  # noqa: E402
+from zoo.launch import allocator_in_use, find_jemalloc, relaunch_environment  # noqa: E402
 
 
 def environment(allocator: str) -> dict[str, str]:
+    """This environment without a preload, or with the one the ``zoo`` command starts itself under."""
     environ = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MALLOC_CONF")}
     if allocator == "jemalloc":
-        environ.update(LD_PRELOAD=str(find_jemalloc()), MALLOC_CONF=MALLOC_CONF)
+        return relaunch_environment({**environ, "ZOO_ALLOCATOR": "jemalloc"})
     return environ
 
 
